@@ -1,0 +1,25 @@
+// pybind11 entry point of convnext_fast._C. Kernels register themselves from their own files through
+// the register_* functions declared in bindings.h; this file only wires them together.
+#include <pybind11/pybind11.h>
+
+#include "bindings.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "convnext_fast CPU kernels (raw float32 buffers, channels-last [B, T, C]; no libtorch)";
+  m.def("build_info", []() {
+    py::dict info;
+#ifdef CONVNEXT_FAST_NATIVE
+    info["native"] = true;
+#else
+    info["native"] = false;
+#endif
+#ifdef _OPENMP
+    info["openmp"] = _OPENMP;
+#endif
+    info["compiler"] = __VERSION__;
+    return info;
+  });
+  convnext_fast::register_all(m);
+}

@@ -1,0 +1,21 @@
+"""Loads the compiled CPU kernels (``convnext_fast._C``) if they were built; never fails the import."""
+
+from __future__ import annotations
+
+import warnings
+
+try:
+    from . import _C  # type: ignore[attr-defined]
+
+    LOAD_ERROR: str | None = None
+except ImportError as exc:  # no compiler at install time, a wrong platform, a stripped wheel ...
+    _C = None
+    LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+    warnings.warn(
+        f"convnext_fast._C could not be loaded ({LOAD_ERROR}); the C++ CPU kernels are off and the "
+        "pure-PyTorch reference path is used instead. Reinstall with `pip install .` to build them.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+__all__ = ["LOAD_ERROR", "_C"]

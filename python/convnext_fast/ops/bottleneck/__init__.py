@@ -1,0 +1,1 @@
+"""GELU inverted bottleneck + layer scale + residual; see ``convnext_fast.ops``."""

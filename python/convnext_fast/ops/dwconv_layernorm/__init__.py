@@ -1,0 +1,1 @@
+"""Depthwise conv (k=7, padding 3) fused with LayerNorm over channels; see ``convnext_fast.ops``."""

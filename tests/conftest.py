@@ -1,0 +1,47 @@
+"""Shared fixtures. Every test gets fresh random inputs: the seed is drawn per run and printed on failure."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+BTC_CSV = SHARED_DATA / "bybit_btcusdt_60.csv"
+
+# A fresh seed per run (CONVNEXT_FAST_TEST_SEED pins one to reproduce a failure).
+RUN_SEED = int(os.environ.get("CONVNEXT_FAST_TEST_SEED", random.SystemRandom().randrange(2**31)))
+
+
+def pytest_report_header(config):
+    return f"convnext_fast test seed: {RUN_SEED} (set CONVNEXT_FAST_TEST_SEED={RUN_SEED} to reproduce)"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything(request):
+    """Seed torch/numpy/random per test from the run seed and the test's id, so each test sees different,
+    reproducible random data."""
+    seed = (RUN_SEED + hash(request.node.nodeid)) % 2**31
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    return np.random.default_rng((RUN_SEED + hash(request.node.nodeid)) % 2**32)
+
+
+@pytest.fixture
+def btc_csv() -> Path:
+    """The real Bybit BTCUSDT 1h candles from ../shared/data; the test skips when they are absent."""
+    if not BTC_CSV.is_file():
+        pytest.skip(f"real market data not found at {BTC_CSV}")
+    return BTC_CSV
