@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .variants import variant_config
@@ -55,7 +54,9 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """dwconv(k=7) → LayerNorm → Linear(C,4C) → GELU → Linear(4C,C) → ×gamma → drop path → + input."""
 
-    def __init__(self, dim: int, drop_path_rate: float = 0.0, layer_scale_init: float = 1e-6, mlp_ratio: int = 4):
+    def __init__(
+        self, dim: int, drop_path_rate: float = 0.0, layer_scale_init: float = 1e-6, mlp_ratio: int = 4
+    ):
         super().__init__()
         self.conv_dw = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
@@ -101,7 +102,9 @@ def crop_to_stride(x: torch.Tensor) -> torch.Tensor:
     """Drop the oldest ``T % 32`` bars so the newest bar always reaches the output."""
     t = x.shape[-1]
     if t < TOTAL_STRIDE:
-        raise ValueError(f"x has T={t} time steps; the model needs at least {TOTAL_STRIDE} (its total stride)")
+        raise ValueError(
+            f"x has T={t} time steps; the model needs at least {TOTAL_STRIDE} (its total stride)"
+        )
     return x[..., t % TOTAL_STRIDE :]
 
 
@@ -110,11 +113,15 @@ def check_input(x: object, in_chans: int) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape [B, {in_chans}, T], got {type(x).__name__}")
     if x.ndim != 3:
-        raise ValueError(f"x must have shape [B, C_in={in_chans}, T]; got rank {x.ndim} shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have shape [B, C_in={in_chans}, T]; got rank {x.ndim} shape {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[1] != in_chans:
-        raise ValueError(f"x has {x.shape[1]} channels (dim 1) but the model was built with in_chans={in_chans}")
+        raise ValueError(
+            f"x has {x.shape[1]} channels (dim 1) but the model was built with in_chans={in_chans}"
+        )
     if x.shape[0] == 0:
         raise ValueError("x has batch size 0")
 
@@ -142,7 +149,9 @@ class ConvNeXt1d(nn.Module):
         if len(dims) != 4 or len(depths) != 4:
             raise ValueError(f"dims and depths need 4 entries each, got dims={dims} depths={depths}")
         if min(dims) < 1 or min(depths) < 0:
-            raise ValueError(f"dims must be positive and depths non-negative, got dims={dims} depths={depths}")
+            raise ValueError(
+                f"dims must be positive and depths non-negative, got dims={dims} depths={depths}"
+            )
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if in_chans < 1:
@@ -163,7 +172,7 @@ class ConvNeXt1d(nn.Module):
         # drop-path rates rise linearly over all blocks, from 0 to drop_path_rate
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist() if sum(depths) else []
         stages, prev, k = [], dims[0], 0
-        for dim, depth in zip(dims, depths):
+        for dim, depth in zip(dims, depths, strict=True):
             stages.append(Stage(prev, dim, depth, rates[k : k + depth], layer_scale_init))
             prev, k = dim, k + depth
         self.stages = nn.Sequential(*stages)
