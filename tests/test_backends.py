@@ -56,3 +56,25 @@ def test_reference_dispatch_matches_oracle():
     out = ops.bottleneck(x, n, w1, b1, w2, b2, gamma, scale, backend="reference")
     assert torch.equal(out, bottleneck_ref(x, n, w1, b1, w2, b2, gamma, scale))
     assert torch.equal(out[0], x[0]), "a dropped sample must pass its input through unchanged"
+
+
+def test_import_survives_a_missing_extension():
+    """With _C unloadable, the package still imports, warns once, and runs the reference path."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['convnext_fast._C'] = None  # makes `from . import _C` raise ImportError\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import convnext_fast, torch\n"
+        "msgs = [str(w.message) for w in caught if 'convnext_fast._C could not be loaded' in str(w.message)]\n"
+        "assert len(msgs) == 1, msgs\n"
+        "assert convnext_fast.backends()['cpu'].startswith('off: '), convnext_fast.backends()\n"
+        "m = convnext_fast.create('atto', in_chans=4).eval()\n"
+        "print(tuple(m(torch.randn(1, 4, 64)).shape))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 3)"
