@@ -1,0 +1,342 @@
+"""A local fake of Bybit's V5 public market data (REST klines + WebSocket kline stream) for tests.
+
+One ``websockets`` server on 127.0.0.1 answers both: plain HTTP GETs get REST responses, upgrade requests
+become stream connections. It runs its own event loop in a background thread, so synchronous and async tests
+can both use it::
+
+    with FakeBybit(candles, symbol="BTCUSDT", interval="60") as fake:
+        client = BybitClient(fake.rest_url, fake.ws_url)
+        fake.queue_fault("http", status=503)      # the next REST request gets HTTP 503
+        fake.push_candle(candle)                  # closed candle to stream subscribers and to REST
+        fake.drop_connections()                   # cut every stream connection
+
+Everything it sends follows Bybit's wire format: kline rows newest-first as 7 strings in the
+``retCode/retMsg/result/retExtInfo/time`` envelope; stream messages ``{topic, type, ts, data:[...]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+
+from convnext_fast.data.candles import Candle, Candles, check_interval, interval_to_ms, next_start_ms
+
+REST_FAULTS = (
+    "http",
+    "retcode",
+    "rate_limit",
+    "slow",
+    "malformed_json",
+    "duplicate_rows",
+    "shuffle_rows",
+    "bad_row",
+)
+
+
+@dataclass
+class _Fault:
+    kind: str
+    options: dict = field(default_factory=dict)
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def random_candles(
+    rng: np.random.Generator, n: int, interval: str = "60", *, end_ms: int | None = None
+) -> Candles:
+    """``n`` consistent random-walk candles ending (closing) at ``end_ms`` (default: the last interval
+    boundary at least a day in the past), with turnover, so fetch tests can compare exactly."""
+    step = interval_to_ms(interval)
+    end_ms = end_ms if end_ms is not None else (int(time.time() * 1000) - 86_400_000) // step * step
+    start = end_ms - n * step + step * np.arange(n, dtype=np.int64)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    open_ = np.concatenate([[close[0] * (1 + rng.normal(0, 0.005))], close[:-1]])
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.004, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.004, n)))
+    volume = rng.gamma(2.0, 50.0, n)
+    turnover = volume * (open_ + close) / 2
+    return Candles(start, open_, high, low, close, volume, turnover)
+
+
+def served(c: Candle) -> Candle:
+    """The candle as the fake sends it: Bybit always has turnover, so a missing one becomes volume · close."""
+    return c if c.turnover == c.turnover else c._replace(turnover=c.volume * c.close)
+
+
+def kline_row(c: Candle) -> list[str]:
+    """One REST kline row as Bybit sends it."""
+    c = served(c)
+    return [str(int(c.start_ms)), *(_num(v) for v in (c.open, c.high, c.low, c.close, c.volume, c.turnover))]
+
+
+class FakeBybit:
+    """Serves ``candles`` for one (category, symbol, interval); anything else gets retCode 10001.
+
+    ``now_ms`` is the server clock reported in responses: the candle containing it is still forming and
+    appears in REST output like on Bybit (default: just after the last candle closed)."""
+
+    def __init__(
+        self,
+        candles: Candles,
+        *,
+        symbol: str = "BTCUSDT",
+        interval: str = "60",
+        category: str = "linear",
+        now_ms: int | None = None,
+    ):
+        self.symbol, self.interval, self.category = symbol, check_interval(interval), category
+        self._candles = candles
+        self.now_ms = (
+            now_ms
+            if now_ms is not None
+            else (
+                next_start_ms(candles.start_ms[-1], self.interval)
+                if len(candles)
+                else int(time.time() * 1000)
+            )
+        )
+        self.requests: list[dict] = []  # query params of every REST request, plus "t" (monotonic seconds)
+        self.pings = 0
+        self.subscribe_count = 0
+        self._faults: deque[_Fault] = deque()
+        self._subscribers: set = set()
+        self._connections: set = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self.port = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> FakeBybit:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve(ready)), daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake Bybit server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(10)
+            self._loop = self._thread = None
+
+    def __enter__(self) -> FakeBybit:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v5/public/{self.category}"
+
+    @property
+    def candles(self) -> Candles:
+        with self._lock:
+            return self._candles
+
+    # ---- test controls -------------------------------------------------------------------------------
+
+    def queue_fault(self, kind: str, count: int = 1, **options) -> None:
+        """Apply ``kind`` to the next ``count`` REST requests, in queue order. Kinds and options:
+        ``http`` (status=500), ``retcode`` (code=10000, msg), ``rate_limit`` (retCode 10006 with
+        X-Bapi-Limit-Reset-Timestamp reset_after_ms=50 ahead), ``slow`` (delay seconds, then a normal
+        answer), ``malformed_json``, ``duplicate_rows``, ``shuffle_rows`` (correct rows in random order),
+        ``bad_row`` (row index `row`=0, variant="short"|"text")."""
+        if kind not in REST_FAULTS:
+            raise ValueError(f"unknown fault {kind!r}; use one of {REST_FAULTS}")
+        with self._lock:
+            self._faults.extend(_Fault(kind, options) for _ in range(count))
+
+    def set_now(self, now_ms: int) -> None:
+        with self._lock:
+            self.now_ms = int(now_ms)
+
+    def push_candle(self, candle: Candle, *, confirm: bool = True, deliver: bool = True) -> None:
+        """Publish a kline update. A confirmed candle also joins the REST data and moves the clock to its
+        close; ``deliver=False`` skips the stream (a message the client never got)."""
+        if confirm:
+            with self._lock:
+                self._candles = Candles.concat([self._candles, Candles.from_rows([candle])])
+                self.now_ms = max(self.now_ms, next_start_ms(candle.start_ms, self.interval))
+        if deliver:
+            self.push_message(self._kline_message(candle, confirm))
+
+    def push_message(self, message: dict | str) -> None:
+        """Send a raw message (dict as JSON, or text as is) to every subscribed stream client."""
+        text = message if isinstance(message, str) else json.dumps(message)
+        self._call(self._broadcast(text))
+
+    def drop_connections(self) -> None:
+        """Close every stream connection abruptly, as a network drop would."""
+        self._call(self._drop_all())
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self._subscribers) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fake Bybit: {len(self._subscribers)} stream subscribers, waited for {n}")
+            time.sleep(0.005)
+
+    # ---- server --------------------------------------------------------------------------------------
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        async with serve(self._stream, "127.0.0.1", 0, process_request=self._http) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            await self._stop.wait()
+
+    async def _http(self, connection, request):
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        url = urlsplit(request.path)
+        params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        with self._lock:
+            self.requests.append({**params, "t": time.monotonic()})
+            fault = self._faults.popleft() if self._faults else None
+        if url.path != "/v5/market/kline":
+            return _response(404, b"not found")
+        kind, opt = (fault.kind, fault.options) if fault else (None, {})
+        if kind == "slow":
+            await asyncio.sleep(opt.get("delay", 1.0))
+        if kind == "http":
+            return _response(opt.get("status", 500), b"<html>error</html>")
+        if kind == "malformed_json":
+            return _response(200, b'{"retCode":0,"retMsg":"OK","result":{"list":[["17')
+        if kind == "retcode":
+            return self._envelope(opt.get("code", 10000), opt.get("msg", "Server Timeout"), {})
+        if kind == "rate_limit":
+            reset = int(time.time() * 1000) + int(opt.get("reset_after_ms", 50))
+            headers = {"X-Bapi-Limit-Reset-Timestamp": str(reset), "X-Bapi-Limit-Status": "0"}
+            return self._envelope(10006, "Too many visits!", {}, headers)
+        return self._klines(params, kind, opt)
+
+    def _klines(self, params: dict, kind: str | None, opt: dict):
+        for name in ("category", "symbol", "interval"):
+            if name not in params:
+                return self._envelope(10001, f"params error: {name} is required", {})
+        if (params["category"], params["symbol"]) != (self.category, self.symbol):
+            return self._envelope(10001, "Not supported symbols", {})
+        if params["interval"] != self.interval:
+            return self._envelope(10001, "Invalid period!", {})
+        limit = int(params.get("limit", 200))
+        if not 1 <= limit <= 1000:
+            return self._envelope(10001, "params error: limit", {})
+        with self._lock:
+            candles, now = self._candles, self.now_ms
+        start, end = int(params.get("start", 0)), int(params.get("end", now))
+        keep = (candles.start_ms >= start) & (candles.start_ms <= min(end, now))
+        rows = [kline_row(c) for c in candles[keep]][::-1][:limit]
+        if kind == "duplicate_rows" and rows:
+            rows = rows + random.sample(rows, k=max(1, len(rows) // 3))
+        if kind in ("duplicate_rows", "shuffle_rows"):
+            random.shuffle(rows)
+        if kind == "bad_row" and rows:
+            i = opt.get("row", 0)
+            rows[i] = (
+                rows[i][:5] if opt.get("variant", "short") == "short" else [*rows[i][:4], "abc", *rows[i][5:]]
+            )
+        result = {"symbol": self.symbol, "category": self.category, "list": rows}
+        return self._envelope(0, "OK", result)
+
+    def _envelope(self, code: int, msg: str, result: dict, headers: dict | None = None):
+        body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": self.now_ms}
+        return _response(200, json.dumps(body).encode(), headers)
+
+    async def _stream(self, ws) -> None:
+        self._connections.add(ws)
+        category = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
+        topic = f"kline.{self.interval}.{self.symbol}"
+        try:
+            async for raw in ws:
+                message = json.loads(raw)
+                op = message.get("op")
+                if op == "ping":
+                    self.pings += 1
+                    await ws.send(
+                        json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"})
+                    )
+                elif op == "subscribe":
+                    ok = category == self.category and message.get("args") == [topic]
+                    reply = {
+                        "success": ok,
+                        "ret_msg": "" if ok else f"error:handler not found,topic:{message.get('args')}",
+                        "conn_id": "fake",
+                        "req_id": "",
+                        "op": "subscribe",
+                    }
+                    await ws.send(json.dumps(reply))
+                    if ok:
+                        self.subscribe_count += 1
+                        self._subscribers.add(ws)
+        except ConnectionClosed:
+            pass  # dropped clients are the point of some tests
+        finally:
+            self._connections.discard(ws)
+            self._subscribers.discard(ws)
+
+    async def _broadcast(self, text: str) -> None:
+        for ws in list(self._subscribers):
+            try:
+                await ws.send(text)
+            except ConnectionClosed:  # a client that vanished mid-send just misses the message
+                self._subscribers.discard(ws)
+
+    async def _drop_all(self) -> None:
+        for ws in list(self._connections):
+            self._subscribers.discard(ws)
+            ws.transport.abort()
+        self._connections.clear()
+
+    def _kline_message(self, c: Candle, confirm: bool) -> dict:
+        c = served(c)
+        item = {
+            "start": int(c.start_ms),
+            "end": next_start_ms(c.start_ms, self.interval) - 1,
+            "interval": self.interval,
+            **{k: _num(getattr(c, k)) for k in ("open", "close", "high", "low", "volume", "turnover")},
+            "confirm": confirm,
+            "timestamp": self.now_ms,
+        }
+        return {
+            "topic": f"kline.{self.interval}.{self.symbol}",
+            "data": [item],
+            "ts": self.now_ms,
+            "type": "snapshot",
+        }
+
+
+def _response(status: int, body: bytes, headers: dict | None = None) -> Response:
+    # Connection: close because this server answers one HTTP request per connection.
+    all_headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+    }
+    reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
+    return Response(status, reason, Headers({**all_headers, **(headers or {})}), body)
