@@ -1,0 +1,185 @@
+"""``convnext-fast backtest``: candles + (a checkpoint, or saved signals/probabilities) → HTML report.
+
+The wiring is thin: candles from the data module, probabilities from the checkpoint's model on the
+checkpoint's features (or from ``--probs``/``--signals`` files aligned one per candle), then
+:func:`run_backtest` and :func:`write_report`. ``--sweep`` also prints a parallel threshold sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .backtest import BacktestConfig, run_backtest, sweep_thresholds
+from .report import periods_per_year_from, write_report
+from .signals import signals_from_probs, signals_from_regression
+
+PREDICT_BATCH = 512
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="candles: a CSV file or a candle-store folder")
+    parser.add_argument(
+        "--symbol", default="BTCUSDT", help="series in a candle-store folder (default BTCUSDT)"
+    )
+    parser.add_argument(
+        "--interval", default="60", help="kline interval in a candle-store folder (default 60)"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a trained model checkpoint (convnext_fast.train)")
+    source.add_argument("--probs", help=".npy [N, 3] probabilities (Long, Short, Hold), one row per candle")
+    source.add_argument("--signals", help=".npy [N] signals (+1 Long, -1 Short, 0 Hold), one per candle")
+    parser.add_argument("--out", default="report", help="output folder (default ./report)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="confidence threshold τ (default 0.5)")
+    parser.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
+    parser.add_argument("--sweep", help="comma-separated thresholds to sweep in parallel, e.g. 0.4,0.5,0.6")
+    add_config_arguments(parser)
+
+
+def add_config_arguments(parser) -> None:
+    """Options for every :class:`BacktestConfig` field (``--taker-fee-bps`` …), shared with the live loop."""
+    defaults = BacktestConfig()
+    parser.add_argument("--initial-equity", type=float, default=defaults.initial_equity)
+    parser.add_argument("--taker-fee-bps", type=float, default=defaults.taker_fee_bps)
+    parser.add_argument("--maker-fee-bps", type=float, default=defaults.maker_fee_bps)
+    parser.add_argument("--slippage-bps", type=float, default=defaults.slippage_bps)
+    parser.add_argument("--stop-loss", type=float, help="stop distance as a fraction of entry, e.g. 0.02")
+    parser.add_argument("--take-profit", type=float, help="take-profit distance as a fraction of entry")
+    parser.add_argument("--leverage", type=float, default=defaults.leverage, help="max notional / equity")
+    parser.add_argument("--close-on-hold", action="store_true", help="a Hold signal closes the position")
+    parser.add_argument(
+        "--maintenance-margin",
+        type=float,
+        help="liquidate at this equity / notional, e.g. 0.005 (default off)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> BacktestConfig:
+    """The :class:`BacktestConfig` of the options :func:`add_config_arguments` added."""
+    return BacktestConfig(**{f.name: getattr(args, f.name) for f in fields(BacktestConfig)})
+
+
+def _candles(args):
+    from ..data.candles import Candles
+
+    path = Path(args.data)
+    if path.is_file():
+        return Candles.from_csv(path).validate()
+    if path.is_dir():
+        from ..data.store import CandleStore
+
+        return CandleStore(path).load(args.symbol, args.interval).validate()
+    raise UserError(f"--data {args.data!r}: no such CSV file or candle-store folder")
+
+
+def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{option} {path!r}: cannot read a .npy array ({exc})") from None
+    if array.shape != (n_bars, *shape_tail):
+        raise UserError(
+            f"{option} {path!r}: expected shape {(n_bars, *shape_tail)} (one per candle), got {array.shape}"
+        )
+    return array
+
+
+def _model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
+    """Model outputs (class probabilities, or regression values) for every bar whose window is complete
+    and finite, NaN rows elsewhere; and the checkpoint's metadata."""
+    import torch
+
+    from ..data.dataset import sliding_windows
+    from ..features.pipeline import FeatureSpec, compute_features
+    from ..live.session import window_of
+    from ..train import load_checkpoint
+    from ..train.prepare import apply_normalisation
+
+    model, meta = load_checkpoint(checkpoint)
+    regression = model.config.get("task") == "regression"
+    c = candles
+    features = compute_features(
+        c.open, c.high, c.low, c.close, c.volume, spec=FeatureSpec.from_dict(meta["feature_spec"])
+    )
+    windows, end_idx = sliding_windows(apply_normalisation(features, meta["normalisation"]), window_of(meta))
+    rows = np.flatnonzero(np.isfinite(windows).all(axis=(1, 2)))
+    chunks = [np.empty((0, model.config["num_outputs"] if regression else 3))]
+    with torch.inference_mode():
+        for start in range(0, len(rows), PREDICT_BATCH):
+            out = model(torch.from_numpy(np.ascontiguousarray(windows[rows[start : start + PREDICT_BATCH]])))
+            chunks.append((out if regression else torch.softmax(out, dim=1)).double().numpy())
+    outputs = np.full((len(candles), chunks[0].shape[1]), np.nan)
+    outputs[end_idx[rows]] = np.concatenate(chunks)
+    return outputs, {**meta, "task": "regression" if regression else "classification"}
+
+
+def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None]:
+    n = len(candles)
+    if args.signals:
+        return _load_npy("--signals", args.signals, n, ()), None
+    if args.probs:
+        probs = _load_npy("--probs", args.probs, n, (3,))
+        return signals_from_probs(probs, args.threshold), probs
+    outputs, meta = _model_outputs(args.checkpoint, candles)
+    known = np.isfinite(outputs).all(axis=1)
+    if meta["task"] == "regression":  # the first horizon's forward return, back in return units
+        pred = np.where(known, outputs[:, 0] * float(meta.get("target_scale", [1.0])[0]), 0.0)
+        return signals_from_regression(pred, args.threshold), None
+    probs = np.where(known[:, None], outputs, np.array([0.0, 0.0, 1.0]))  # no complete window yet: Hold
+    return signals_from_probs(probs, args.threshold), probs
+
+
+def _sweep_thresholds(args) -> list[float] | None:
+    if not args.sweep:
+        return None
+    if args.signals:
+        raise UserError("--sweep needs probabilities (--probs or a classification --checkpoint)")
+    try:
+        return [float(t) for t in args.sweep.split(",")]
+    except ValueError:
+        raise UserError(
+            f"--sweep {args.sweep!r}: expected comma-separated numbers like 0.4,0.5,0.6"
+        ) from None
+
+
+def _print_sweep(args, thresholds, candles, probs, config, ppy) -> None:
+    if probs is None:
+        raise UserError("--sweep needs probabilities (--probs or a classification --checkpoint)")
+    c = candles
+    sweep = sweep_thresholds(
+        c.open, c.high, c.low, c.close, probs, thresholds, args.size, config, periods_per_year=ppy
+    )
+    print(f"{'threshold':>9} {'return':>9} {'sharpe':>7} {'max_dd':>8} {'trades':>7}")
+    for k, tau in enumerate(sweep["threshold"]):
+        print(
+            f"{tau:9.3f} {sweep['total_return'][k]:9.2%} {sweep['sharpe'][k]:7.2f} "
+            f"{sweep['max_drawdown'][k]:8.2%} {sweep['n_trades'][k]:7d}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    thresholds = _sweep_thresholds(args)
+    candles = _candles(args)
+    signal, probs = _signals_and_probs(args, candles)
+    c = candles
+    result = run_backtest(c.open, c.high, c.low, c.close, signal, args.size, config, timestamps_ms=c.start_ms)
+    ppy = periods_per_year_from(c.start_ms)
+    path = write_report(result, c.start_ms, c.close, args.out, periods_per_year=ppy)
+    trades_csv = Path(args.out) / "trades.csv"
+    lines = [",".join(result.trades.dtype.names)] + [
+        ",".join(map(str, row)) for row in result.trades.tolist()
+    ]
+    trades_csv.write_text("\n".join(lines) + "\n")
+    m = result.metrics(ppy)
+    print(
+        f"{len(c)} bars, {m.total_trades} trades, total return {m.total_return:.2%}, Sharpe {m.sharpe:.2f}, "
+        f"max drawdown {m.max_drawdown:.2%}, fees {m.fees_paid:.2f} → {path}"
+    )
+    if thresholds:
+        _print_sweep(args, thresholds, candles, probs, config, ppy)
+    return 0
