@@ -1,10 +1,16 @@
-"""Loads the compiled CPU kernels (``convnext_fast._C``) if they were built; never fails the import."""
+"""Loads the compiled CPU kernels (``convnext_fast._C``) if they were built; never fails the import.
+
+``_C`` links OpenBLAS from the ``scipy-openblas32`` wheel; importing that package first loads the library
+into the process, so ``_C`` finds it whatever its install layout (wheel, editable, relocated).
+"""
 
 from __future__ import annotations
 
 import warnings
 
 try:
+    import scipy_openblas32  # noqa: F401  (loads libscipy_openblas.so for _C)
+
     from . import _C  # type: ignore[attr-defined]
 
     LOAD_ERROR: str | None = None

@@ -4,14 +4,12 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import ops, reference
-from .backends import check_backend_name, use_backend
+from .backends import backends, check_backend_name, resolve_backend
 from .variants import variant_config
 
 
@@ -23,6 +21,26 @@ def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tenso
     return x.new_empty(x.shape[0]).bernoulli_(keep) / keep
 
 
+@torch.compiler.assume_constant_result
+def backend_for(device_type: str, requested: str | None) -> str:
+    """The backend for every block of one forward, resolved once (also honours ``use_backend``).
+    Under ``torch.compile`` it is fixed at trace time, which keeps the graph free of context-variable reads."""
+    return resolve_backend(torch.empty(0, device=device_type), requested)
+
+
+_BLOCK_OPS: dict[str, tuple] = {}
+
+
+def block_ops(backend: str) -> tuple:
+    """``(dwconv_layernorm, bottleneck)`` of a backend, looked up through :func:`convnext_fast.ops.implementation`.
+    Kept in a plain dict (filled when a model is built) so ``torch.compile`` reads a constant instead of
+    tracing the import machinery behind the lookup."""
+    found = _BLOCK_OPS.get(backend)
+    if found is None:
+        found = _BLOCK_OPS[backend] = tuple(ops.implementation(op, backend) for op in ops.OPS)
+    return found
+
+
 class ConvNeXt1d(reference.ConvNeXt1d):
     """Fused ConvNeXt-1D. Extra keyword ``backend`` ("auto", "cpu", "triton", "reference") forces the
     kernels; the default picks the fastest one live for the input's device."""
@@ -30,26 +48,39 @@ class ConvNeXt1d(reference.ConvNeXt1d):
     def __init__(self, *args, backend: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = check_backend_name(backend)
+        for name, state in backends().items():
+            if state == "live":
+                block_ops(name)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            # The custom ops have no ONNX form: export the reference decomposition (same modules, weights).
+            return super().forward_features(x)
         reference.check_input(x, self.in_chans)
-        with use_backend(self.backend) if self.backend != "auto" else nullcontext():
-            return self._features_channels_last(reference.crop_to_stride(x)).transpose(1, 2)
+        backend = backend_for(x.device.type, None if self.backend == "auto" else self.backend)
+        return self._features_channels_last(reference.crop_to_stride(x), backend).transpose(1, 2)
 
-    def _features_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+    def _features_channels_last(self, x: torch.Tensor, backend: str) -> torch.Tensor:
+        dwconv_layernorm, bottleneck = block_ops(backend)
         stem_conv, stem_norm = self.stem
-        h = stem_conv(x).transpose(1, 2)  # [B, T/4, C]
-        h = F.layer_norm(h, (h.shape[-1],), stem_norm.weight, stem_norm.bias, stem_norm.eps)
+        # channels-last and contiguous once per stage, so no kernel has to copy its input
+        h = stem_conv(x).transpose(1, 2).contiguous()  # [B, T/4, C]
+        h = F.layer_norm(h, stem_norm.normalized_shape, stem_norm.weight, stem_norm.bias, stem_norm.eps)
         for stage in self.stages:
             if not isinstance(stage.downsample, nn.Identity):
                 norm, conv = stage.downsample
-                h = F.layer_norm(h, (h.shape[-1],), norm.weight, norm.bias, norm.eps)
-                h = conv(h.transpose(1, 2)).transpose(1, 2)
+                h = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+                h = conv(h.transpose(1, 2)).transpose(1, 2).contiguous()
             for block in stage.blocks:
-                n = ops.dwconv_layernorm(
-                    h, block.conv_dw.weight, block.conv_dw.bias, block.norm.weight, block.norm.bias, block.norm.eps
+                n = dwconv_layernorm(
+                    h,
+                    block.conv_dw.weight,
+                    block.conv_dw.bias,
+                    block.norm.weight,
+                    block.norm.bias,
+                    block.norm.eps,
                 )
-                h = ops.bottleneck(
+                h = bottleneck(
                     h,
                     n,
                     block.mlp.fc1.weight,
@@ -60,6 +91,12 @@ class ConvNeXt1d(reference.ConvNeXt1d):
                     drop_path_scale(h, block.drop_path_rate, self.training),
                 )
         return h
+
+    def inference_session(self):
+        """A :class:`convnext_fast.inference.InferenceSession` over this model (one C++ call per forward)."""
+        from .inference import InferenceSession
+
+        return InferenceSession(self)
 
 
 def create(variant: str, **kwargs) -> ConvNeXt1d:

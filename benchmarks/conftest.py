@@ -1,0 +1,100 @@
+"""Shared benchmark fixtures: randomised models per variant, built once per session, and every peer the
+suite compares side by side (reference eager, torch.compile(reference), ONNX Runtime on the exported
+reference, the fused model, the inference session)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import convnext_fast
+from convnext_fast import reference
+from convnext_fast.inference import InferenceSession
+
+THREADS = min(2, os.cpu_count() or 1)
+C_IN, T = 20, 256
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(THREADS)
+    yield
+
+
+@functools.cache
+def reference_model(variant: str) -> reference.ConvNeXt1d:
+    torch.manual_seed(0)
+    model = reference.create(variant, in_chans=C_IN).eval()
+    with torch.no_grad():  # layer scale of a trained model, not the 1e-6 init, so no path is trivially cheap
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(0.1)
+    return model
+
+
+@functools.cache
+def window(batch: int) -> np.ndarray:
+    return np.random.default_rng(batch).standard_normal((batch, C_IN, T)).astype(np.float32)
+
+
+@functools.cache
+def onnx_session(variant: str):
+    import onnxruntime as ort
+
+    path = Path(tempfile.mkdtemp(prefix="convnext_fast_bench_")) / f"{variant}.onnx"
+    torch.onnx.export(
+        reference_model(variant),
+        (torch.from_numpy(window(1)),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def compiled_model(variant: str):
+    return torch.compile(reference_model(variant), dynamic=False)
+
+
+@functools.cache
+def fused_model(variant: str) -> convnext_fast.ConvNeXt1d:
+    return convnext_fast.convert(reference_model(variant)).eval()
+
+
+@functools.cache
+def inference_session(variant: str) -> InferenceSession:
+    return InferenceSession(reference_model(variant))
+
+
+def forward_fn(impl: str, variant: str, batch: int):
+    """A zero-argument callable running one forward of ``impl`` on a [batch, 20, 256] window."""
+    x_np = window(batch)
+    x = torch.from_numpy(x_np)
+    if impl == "onnxruntime":
+        sess = onnx_session(variant)
+        return lambda: sess.run(None, {"x": x_np})
+    if impl == "session":
+        session = inference_session(variant)
+        return lambda: session(x_np)
+    model = {"eager": reference_model, "compile": compiled_model, "fused": fused_model}[impl](variant)
+
+    def run():
+        with torch.no_grad():
+            return model(x)
+
+    return run
+
+
+IMPLS = ("eager", "compile", "onnxruntime", "fused", "session")

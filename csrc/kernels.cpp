@@ -1,0 +1,265 @@
+// Fused CPU kernels of the ConvNeXt-1D block (see kernels.h). Hot row loops are compiled twice
+// (baseline x86-64 and x86-64-v3 = AVX2+FMA) and picked at load time, so the default build stays portable.
+#include "kernels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "blas.h"
+
+#if defined(__x86_64__) && !defined(CONVNEXT_FAST_NATIVE)
+#define CNF_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define CNF_SIMD_CLONES
+#endif
+
+namespace convnext_fast {
+
+namespace {
+int g_threads = std::max(1, omp_get_max_threads());
+
+// Below this many multiply-adds a loop runs on one thread: waking the OpenMP team costs a few µs.
+constexpr int64_t kParallelMinWork = 1 << 15;
+
+// Row-block height for the bottleneck: the [rows, 4C] hidden block of one thread stays within ~1 MiB
+// (half this machine's 2 MiB L2), while blocks stay tall enough that OpenBLAS's per-call packing of
+// the weights is amortised. Measured in benchmarks/bench_ops.py.
+constexpr int64_t kHiddenBlockBytes = 1 << 20;
+
+int64_t rows_per_block(int64_t h) {
+  int64_t mb = kHiddenBlockBytes / (h * static_cast<int64_t>(sizeof(float)));
+  mb = std::clamp<int64_t>(mb, 16, 512);
+  return mb / 8 * 8;
+}
+
+// Per-thread scratch that survives calls, so the hot path never touches malloc.
+float* scratch(int slot, size_t count) {
+  thread_local std::vector<float> buffers[3];
+  auto& buf = buffers[slot];
+  if (buf.size() < count) buf.resize(count);
+  return buf.data();
+}
+
+// Row blocks of one thread each need this many flops before a split of the weight columns across the team
+// pays for its two barriers; below it the block runs on one thread. On this shared 2-core machine a barrier
+// can cost a scheduler time slice (ms) when another process holds the other core. 4 MFLOP: tiny at B=1
+// went 15.3 → 10.5 ms against 48 MFLOP (all of stage 3 single-threaded) on a lightly loaded machine.
+constexpr int64_t kSplitColumnsMinFlops = 4'000'000;
+
+// At most this many rows go to the packed small-M kernel; from 16 rows up OpenBLAS is faster
+// (benchmarks/README.md, "small-M GEMM").
+constexpr int64_t kSmallGemmMaxRows = 8;
+
+// c[:, n0:n1] = a · w[n0:n1]ᵀ through the packed small-M kernel when it applies, else OpenBLAS.
+// n0 and n1 are multiples of kPanel or n1 == n (split_range rounds to 16).
+void linear_cols(int64_t m, int64_t k, const float* a, int64_t lda, const float* w, const PackedWeight* packed,
+                 int64_t n0, int64_t n1, float* c, int64_t ldc) {
+  static const bool small_ok = small_gemm_supported();
+  if (packed != nullptr && small_ok && m <= kSmallGemmMaxRows) {
+    small_gemm(a, m, lda, *packed, n0 / kPanel, (n1 + kPanel - 1) / kPanel, c, ldc);
+  } else {
+    gemm_nt(m, n1 - n0, k, a, lda, w + n0 * k, k, c + n0, ldc);
+  }
+}
+
+// Split [0, n) into `parts` contiguous ranges with edges rounded to multiples of 16 (SIMD/GEMM friendly).
+void split_range(int64_t n, int parts, int index, int64_t* begin, int64_t* end) {
+  int64_t chunk = ((n + parts - 1) / parts + 15) / 16 * 16;
+  *begin = std::min(n, chunk * index);
+  *end = std::min(n, *begin + chunk);
+}
+}  // namespace
+
+int num_threads() { return g_threads; }
+void set_num_threads(int n) { g_threads = std::max(1, n); }
+
+namespace detail {
+
+// erf by the rational minimax approximation used by Eigen/XLA (clamped to [-4, 4], where float erf is ±1):
+// branch-free, so the loops below vectorise; accuracy is a few ulps (checked against math.erf in tests).
+static inline float erf_rational(float a) {
+  const float x = a < -4.f ? -4.f : (a > 4.f ? 4.f : a);
+  const float x2 = x * x;
+  float p = -2.72614225801306e-10f;
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 + -2.10102402082508e-06f;
+  p = p * x2 + -5.69250639462346e-05f;
+  p = p * x2 + -7.34990630326855e-04f;
+  p = p * x2 + -2.95459980854025e-03f;
+  p = p * x2 + -1.60960333262415e-02f;
+  p = p * x;
+  float q = -1.45660718464996e-05f;
+  q = q * x2 + -2.13374055278905e-04f;
+  q = q * x2 + -1.68282697438203e-03f;
+  q = q * x2 + -7.37332916720468e-03f;
+  q = q * x2 + -1.42647390514189e-02f;
+  return p / q;
+}
+
+// 0.5·v·(1 + erf(v/√2)); a NaN input stays NaN through the leading factor v.
+static inline float gelu_erf(float v) { return 0.5f * v * (1.f + erf_rational(v * 0.70710678118654752f)); }
+
+CNF_SIMD_CLONES void gelu_span(const float* in, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gelu_erf(in[i]);
+}
+
+// pre = h + bias is written back to h (kept for backward when h is the caller's hidden_out), and
+// act = GELU(pre). h and act may be the same buffer.
+CNF_SIMD_CLONES void bias_gelu_span(float* h, const float* bias, int64_t n, float* act) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = h[i] + bias[i];
+    h[i] = v;
+    act[i] = gelu_erf(v);
+  }
+}
+
+CNF_SIMD_CLONES void residual_span(const float* x, const float* branch, const float* b2, const float* gamma, float scale,
+                                   int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] + scale * gamma[i] * (branch[i] + b2[i]);
+}
+
+CNF_SIMD_CLONES void layernorm_span(const float* in, int64_t c, const float* w, const float* b, float eps, float* out) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < c; ++i) sum += in[i];
+  const float mean = sum / static_cast<float>(c);
+  float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < c; ++i) sq += (in[i] - mean) * (in[i] - mean);
+  const float rstd = 1.f / std::sqrt(sq / static_cast<float>(c) + eps);
+  for (int64_t i = 0; i < c; ++i) out[i] = (in[i] - mean) * rstd * w[i] + b[i];
+}
+
+// One output row of the depthwise conv (zero padding) into acc, then LayerNorm into out.
+CNF_SIMD_CLONES void dwconv_layernorm_row(const float* xb, int64_t t_len, int64_t c, int64_t t, const float* w_kc,
+                                          const float* conv_bias, const float* norm_w, const float* norm_b, float eps,
+                                          float* acc, float* out) {
+  for (int64_t i = 0; i < c; ++i) acc[i] = conv_bias[i];
+  for (int k = 0; k < kDwKernel; ++k) {
+    const int64_t src = t + k - kDwKernel / 2;
+    if (src < 0 || src >= t_len) continue;
+    const float* xr = xb + src * c;
+    const float* wk = w_kc + k * c;
+    for (int64_t i = 0; i < c; ++i) acc[i] += wk[i] * xr[i];
+  }
+  layernorm_span(acc, c, norm_w, norm_b, eps, out);
+}
+
+}  // namespace detail
+
+void gelu(const float* in, int64_t n, float* out) {
+  const int nt = g_threads;
+#pragma omp parallel num_threads(nt) if (nt > 1 && n > kParallelMinWork)
+  {
+    int64_t begin, end;
+    split_range(n, omp_get_num_threads(), omp_get_thread_num(), &begin, &end);
+    detail::gelu_span(in + begin, end - begin, out + begin);
+  }
+}
+
+void layernorm_rows(const float* in, int64_t rows, int64_t c, const float* w, const float* b, float eps, float* out) {
+#pragma omp parallel for num_threads(g_threads) if (g_threads > 1 && rows * c > kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) detail::layernorm_span(in + r * c, c, w, b, eps, out + r * c);
+}
+
+void dwconv_layernorm(const float* x, int64_t batch, int64_t t, int64_t c, const float* w_kc, const float* conv_bias,
+                      const float* norm_w, const float* norm_b, float eps, float* out) {
+  const int64_t rows = batch * t;
+#pragma omp parallel for num_threads(g_threads) if (g_threads > 1 && rows * c * kDwKernel > kParallelMinWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = r / t;
+    float* acc = scratch(0, static_cast<size_t>(c));
+    detail::dwconv_layernorm_row(x + b * t * c, t, c, r % t, w_kc, conv_bias, norm_w, norm_b, eps, acc, out + r * c);
+  }
+}
+
+void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out) {
+  // Bias first, then one GEMM accumulating onto it (beta = 1).
+  for (int64_t r = 0; r < rows; ++r) std::copy(bias, bias + n, out + r * n);
+  const int nt = g_threads;
+  const bool split_rows = rows >= 64 * nt;
+#pragma omp parallel num_threads(nt) if (nt > 1 && rows * k * n > 64 * kParallelMinWork)
+  {
+    const int parts = omp_get_num_threads(), index = omp_get_thread_num();
+    int64_t begin, end;
+    if (split_rows) {
+      split_range(rows, parts, index, &begin, &end);
+      gemm_nt(end - begin, n, k, a + begin * k, k, w, k, out + begin * n, n, 1.f);
+    } else {
+      split_range(n, parts, index, &begin, &end);
+      gemm_nt(rows, end - begin, k, a, k, w + begin * k, k, out + begin, n, 1.f);
+    }
+  }
+}
+
+namespace {
+// One row block of the bottleneck on one thread: hidden block and branch block live in thread scratch.
+void bottleneck_block(const float* x, const float* n, int64_t r0, int64_t m, int64_t t, int64_t c, int64_t h,
+                      const float* w1, const float* b1, const float* w2, const float* b2, const float* gamma,
+                      const float* sample_scale, float* y, float* hidden_out, const PackedWeight* w1_packed,
+                      const PackedWeight* w2_packed) {
+  float* act = scratch(1, static_cast<size_t>(m * h));
+  float* pre = hidden_out != nullptr ? hidden_out + r0 * h : act;
+  float* branch = scratch(2, static_cast<size_t>(m * c));
+  linear_cols(m, c, n + r0 * c, c, w1, w1_packed, 0, h, pre, h);
+  for (int64_t i = 0; i < m; ++i) detail::bias_gelu_span(pre + i * h, b1, h, act + i * h);
+  linear_cols(m, h, act, h, w2, w2_packed, 0, c, branch, c);
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t r = r0 + i;
+    const float s = sample_scale != nullptr ? sample_scale[r / t] : 1.f;
+    detail::residual_span(x + r * c, branch + i * c, b2, gamma, s, c, y + r * c);
+  }
+}
+}  // namespace
+
+void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h, const float* w1,
+                const float* b1, const float* w2, const float* b2, const float* gamma, const float* sample_scale,
+                float* y, float* hidden_out, const PackedWeight* w1_packed, const PackedWeight* w2_packed) {
+  const int64_t rows = batch * t;
+  const int64_t mb = rows_per_block(h);
+  const int64_t nblocks = (rows + mb - 1) / mb;
+  const int nt = g_threads;
+  const bool tiny = 4 * rows * c * h < kSplitColumnsMinFlops;
+  if (nt == 1 || tiny || nblocks >= 2 * nt) {
+    // Many row blocks: each thread runs whole blocks (fc1 → GELU → fc2 → residual) in its own cache.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && nblocks > 1 && !tiny)
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      const int64_t r0 = blk * mb;
+      bottleneck_block(x, n, r0, std::min(mb, rows - r0), t, c, h, w1, b1, w2, b2, gamma, sample_scale, y,
+                       hidden_out, w1_packed, w2_packed);
+    }
+    return;
+  }
+  // Few rows (batch 1): the team shares one row block and splits the weight columns instead, so each
+  // thread streams only its share of W1 and W2; the hidden block is shared through L2/L3.
+  std::vector<float> act_buf(static_cast<size_t>(std::min(mb, rows) * h));
+  std::vector<float> branch_buf(static_cast<size_t>(std::min(mb, rows) * c));
+#pragma omp parallel num_threads(nt)
+  {
+    const int parts = omp_get_num_threads(), index = omp_get_thread_num();
+    int64_t h0, h1, c0, c1;
+    split_range(h, parts, index, &h0, &h1);
+    split_range(c, parts, index, &c0, &c1);
+    for (int64_t r0 = 0; r0 < rows; r0 += mb) {
+      const int64_t m = std::min(mb, rows - r0);
+      float* act = act_buf.data();
+      float* pre = hidden_out != nullptr ? hidden_out + r0 * h : act;
+      linear_cols(m, c, n + r0 * c, c, w1, w1_packed, h0, h1, pre, h);
+      for (int64_t i = 0; i < m; ++i) detail::bias_gelu_span(pre + i * h + h0, b1 + h0, h1 - h0, act + i * h + h0);
+#pragma omp barrier
+      linear_cols(m, h, act, h, w2, w2_packed, c0, c1, branch_buf.data(), c);
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = r0 + i;
+        const float s = sample_scale != nullptr ? sample_scale[r / t] : 1.f;
+        detail::residual_span(x + r * c + c0, branch_buf.data() + i * c + c0, b2 + c0, gamma + c0, s, c1 - c0,
+                              y + r * c + c0);
+      }
+#pragma omp barrier
+    }
+  }
+}
+
+}  // namespace convnext_fast

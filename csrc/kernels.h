@@ -1,0 +1,39 @@
+#pragma once
+// Raw-buffer CPU kernels of the ConvNeXt-1D, all float32 and channels-last [B, T, C] unless stated.
+// No libtorch: the Python side hands in contiguous buffers (numpy arrays or tensor storage).
+#include <cstdint>
+
+#include "small_gemm.h"
+
+namespace convnext_fast {
+
+constexpr int kDwKernel = 7;  // depthwise kernel size of every block ("same" padding 3)
+
+// Threads our OpenMP loops use (default: omp_get_max_threads() at load).
+int num_threads();
+void set_num_threads(int n);
+
+// out[b,t,:] = LayerNorm(dwconv7(x)[b,t,:]). w_kc is the conv weight transposed to [7, C] so the
+// inner loop runs along contiguous channels. out must not alias x.
+void dwconv_layernorm(const float* x, int64_t batch, int64_t t, int64_t c, const float* w_kc, const float* conv_bias,
+                      const float* norm_w, const float* norm_b, float eps, float* out);
+
+// LayerNorm of `rows` rows of length c; out may alias in.
+void layernorm_rows(const float* in, int64_t rows, int64_t c, const float* w, const float* b, float eps, float* out);
+
+// y = x + scale[b] · gamma ⊙ (GELU(n·W1ᵀ + b1)·W2ᵀ + b2) over rows = batch·t, hidden width h.
+// sample_scale ([batch] or null) is drop path. hidden_out ([rows, h] or null) receives the pre-GELU
+// activation for a backward pass. y may alias x (each row only reads its own residual).
+// w1_packed / w2_packed (optional, from pack_weight) enable the small-M kernel for batch-1 row counts.
+void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h, const float* w1,
+                const float* b1, const float* w2, const float* b2, const float* gamma, const float* sample_scale,
+                float* y, float* hidden_out, const PackedWeight* w1_packed = nullptr,
+                const PackedWeight* w2_packed = nullptr);
+
+// out[rows, n] = a[rows, k] · wᵀ + bias, rows split over threads.
+void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out);
+
+// Exact-erf GELU applied to n values (a vectorisable rational erf, max error a few float ulps).
+void gelu(const float* in, int64_t n, float* out);
+
+}  // namespace convnext_fast

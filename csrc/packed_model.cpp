@@ -1,0 +1,129 @@
+#include "packed_model.h"
+
+#include <memory>
+#include <stdexcept>
+
+#include "kernels.h"
+
+namespace convnext_fast {
+
+namespace {
+// [C, 1, 7] conv weight → [7, C] so the kernel's inner loop runs along contiguous channels.
+std::vector<float> taps_major(const std::vector<float>& w, int64_t c, int64_t k) {
+  std::vector<float> out(w.size());
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t j = 0; j < k; ++j) out[j * c + ch] = w[ch * k + j];
+  return out;
+}
+}  // namespace
+
+PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths,
+                         int64_t num_outputs, float eps, const WeightLookup& lookup)
+    : in_chans_(in_chans), num_outputs_(num_outputs), eps_(eps), dims_(std::move(dims)) {
+  if (dims_.size() != 4 || depths.size() != 4) throw std::invalid_argument("dims and depths need 4 entries each");
+  const int64_t d0 = dims_[0];
+  stem_w_ = lookup("stem.0.weight", {d0, in_chans, kStemStride});  // [D0, Cin·4] as a GEMM weight
+  stem_b_ = lookup("stem.0.bias", {d0});
+  stem_norm_w_ = lookup("stem.1.weight", {d0});
+  stem_norm_b_ = lookup("stem.1.bias", {d0});
+  int64_t prev = d0;
+  for (size_t s = 0; s < 4; ++s) {
+    Stage stage;
+    const int64_t dim = dims_[s];
+    const std::string p = "stages." + std::to_string(s) + ".";
+    stage.dim = dim;
+    stage.downsample = prev != dim;
+    if (stage.downsample) {
+      stage.down_norm_w = lookup(p + "downsample.0.weight", {prev});
+      stage.down_norm_b = lookup(p + "downsample.0.bias", {prev});
+      // [dim, prev, 2] → [dim, 2, prev]: two consecutive channels-last rows form one GEMM row.
+      const auto w = lookup(p + "downsample.1.weight", {dim, prev, 2});
+      stage.down_w.resize(w.size());
+      for (int64_t o = 0; o < dim; ++o)
+        for (int64_t i = 0; i < prev; ++i)
+          for (int64_t k = 0; k < 2; ++k) stage.down_w[(o * 2 + k) * prev + i] = w[(o * prev + i) * 2 + k];
+      stage.down_b = lookup(p + "downsample.1.bias", {dim});
+    }
+    for (int64_t j = 0; j < depths[s]; ++j) {
+      const std::string q = p + "blocks." + std::to_string(j) + ".";
+      Block b;
+      b.dw_kc = taps_major(lookup(q + "conv_dw.weight", {dim, 1, kDwKernel}), dim, kDwKernel);
+      b.dw_bias = lookup(q + "conv_dw.bias", {dim});
+      b.norm_w = lookup(q + "norm.weight", {dim});
+      b.norm_b = lookup(q + "norm.bias", {dim});
+      b.fc1_w = lookup(q + "mlp.fc1.weight", {4 * dim, dim});
+      b.fc1_b = lookup(q + "mlp.fc1.bias", {4 * dim});
+      b.fc2_w = lookup(q + "mlp.fc2.weight", {dim, 4 * dim});
+      b.fc2_b = lookup(q + "mlp.fc2.bias", {dim});
+      b.gamma = lookup(q + "gamma", {dim});
+      if (small_gemm_supported()) {
+        b.fc1_packed = pack_weight(b.fc1_w.data(), 4 * dim, dim);
+        b.fc2_packed = pack_weight(b.fc2_w.data(), dim, 4 * dim);
+      }
+      stage.blocks.push_back(std::move(b));
+    }
+    stages_.push_back(std::move(stage));
+    prev = dim;
+  }
+  head_norm_w_ = lookup("head.norm.weight", {prev});
+  head_norm_b_ = lookup("head.norm.bias", {prev});
+  head_w_ = lookup("head.fc.weight", {num_outputs, prev});
+  head_b_ = lookup("head.fc.bias", {num_outputs});
+}
+
+void PackedModel::forward(const float* x, int64_t batch, int64_t t, float* out) const {
+  if (t < kTotalStride) throw std::invalid_argument("x needs at least 32 time steps (the total stride)");
+  const int64_t t0 = t % kTotalStride;  // oldest bars cropped, newest kept
+  int64_t tc = (t - t0) / kStemStride;
+  int64_t rows = batch * tc;
+  const int64_t patch = in_chans_ * kStemStride;
+
+  // rows·C halves/doubles together through the stages; size the buffers for the largest.
+  int64_t biggest = rows * std::max(dims_[0], patch);
+  for (size_t s = 1; s < 4; ++s) biggest = std::max(biggest, rows * dims_[s]);
+  std::unique_ptr<float[]> hbuf(new float[biggest]), nbuf(new float[biggest]);
+  float *h = hbuf.get(), *n = nbuf.get();
+
+  // Stem: a k=4, s=4 conv is a GEMM over [Cin·4] patches gathered from the channels-first input.
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t i = 0; i < tc; ++i)
+      for (int64_t ch = 0; ch < in_chans_; ++ch) {
+        const float* src = x + (b * in_chans_ + ch) * t + t0 + i * kStemStride;
+        float* dst = n + (b * tc + i) * patch + ch * kStemStride;
+        for (int64_t k = 0; k < kStemStride; ++k) dst[k] = src[k];
+      }
+  int64_t c = dims_[0];
+  linear_rows(n, rows, patch, stem_w_.data(), stem_b_.data(), c, h);
+  layernorm_rows(h, rows, c, stem_norm_w_.data(), stem_norm_b_.data(), eps_, h);
+
+  for (const Stage& stage : stages_) {
+    if (stage.downsample) {
+      layernorm_rows(h, rows, c, stage.down_norm_w.data(), stage.down_norm_b.data(), eps_, n);
+      tc /= 2;
+      rows /= 2;
+      linear_rows(n, rows, 2 * c, stage.down_w.data(), stage.down_b.data(), stage.dim, h);
+      c = stage.dim;
+    }
+    for (const Block& bl : stage.blocks) {
+      dwconv_layernorm(h, batch, tc, c, bl.dw_kc.data(), bl.dw_bias.data(), bl.norm_w.data(), bl.norm_b.data(), eps_,
+                       n);
+      bottleneck(h, n, batch, tc, c, 4 * c, bl.fc1_w.data(), bl.fc1_b.data(), bl.fc2_w.data(), bl.fc2_b.data(),
+                 bl.gamma.data(), nullptr, h, nullptr, &bl.fc1_packed, &bl.fc2_packed);
+    }
+  }
+
+  // Head: mean over time → LayerNorm → linear.
+  std::vector<float> pooled(static_cast<size_t>(batch * c), 0.f);
+  for (int64_t b = 0; b < batch; ++b) {
+    float* pb = pooled.data() + b * c;
+    for (int64_t i = 0; i < tc; ++i) {
+      const float* row = h + (b * tc + i) * c;
+      for (int64_t ch = 0; ch < c; ++ch) pb[ch] += row[ch];
+    }
+    for (int64_t ch = 0; ch < c; ++ch) pb[ch] /= static_cast<float>(tc);
+  }
+  layernorm_rows(pooled.data(), batch, c, head_norm_w_.data(), head_norm_b_.data(), eps_, pooled.data());
+  linear_rows(pooled.data(), batch, c, head_w_.data(), head_b_.data(), num_outputs_, out);
+}
+
+}  // namespace convnext_fast

@@ -1,0 +1,49 @@
+#pragma once
+// A whole ConvNeXt-1D forward in one C++ call, over weights copied (and re-laid-out) once at construction.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "small_gemm.h"
+
+namespace convnext_fast {
+
+// Returns the float32 values of the named state_dict entry, checked against the expected shape.
+using WeightLookup = std::function<std::vector<float>(const std::string& name, const std::vector<int64_t>& shape)>;
+
+class PackedModel {
+ public:
+  static constexpr int64_t kTotalStride = 32;  // stem 4 × three stride-2 downsamples
+  static constexpr int64_t kStemStride = 4;
+
+  PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths, int64_t num_outputs,
+              float eps, const WeightLookup& lookup);
+
+  // x: [batch, in_chans, t] channels-first (the public model layout), t >= 32; the oldest t % 32 bars are
+  // dropped like the reference does. out: [batch, num_outputs].
+  void forward(const float* x, int64_t batch, int64_t t, float* out) const;
+
+  int64_t in_chans() const { return in_chans_; }
+  int64_t num_outputs() const { return num_outputs_; }
+
+ private:
+  struct Block {
+    std::vector<float> dw_kc, dw_bias, norm_w, norm_b, fc1_w, fc1_b, fc2_w, fc2_b, gamma;
+    PackedWeight fc1_packed, fc2_packed;  // for the small-M kernel at batch 1
+  };
+  struct Stage {
+    int64_t dim = 0;
+    bool downsample = false;
+    std::vector<float> down_norm_w, down_norm_b, down_w, down_b;  // down_w: [dim, 2·in_dim], tap-major
+    std::vector<Block> blocks;
+  };
+
+  int64_t in_chans_, num_outputs_;
+  float eps_;
+  std::vector<int64_t> dims_;
+  std::vector<float> stem_w_, stem_b_, stem_norm_w_, stem_norm_b_, head_norm_w_, head_norm_b_, head_w_, head_b_;
+  std::vector<Stage> stages_;
+};
+
+}  // namespace convnext_fast

@@ -1,0 +1,47 @@
+// Binding of PackedModel: built from a {state_dict key: float32 numpy array} dict, run with one call.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+
+#include "array_checks.h"
+#include "bindings.h"
+#include "packed_model.h"
+
+namespace py = pybind11;
+
+namespace convnext_fast {
+
+void register_model(py::module_& m) {
+  py::class_<PackedModel>(m, "PackedModel",
+                          "A ConvNeXt-1D with weights copied into C++ once; forward runs in a single call.")
+      .def(py::init([](int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths, int64_t num_outputs,
+                       float eps, const py::dict& weights) {
+             WeightLookup lookup = [&weights](const std::string& name, const std::vector<int64_t>& shape) {
+               if (!weights.contains(name)) throw py::key_error("weights is missing '" + name + "'");
+               auto a = checked_array(weights[py::str(name)], ("weights['" + name + "']").c_str(), shape);
+               return std::vector<float>(cdata(a), cdata(a) + a.size());
+             };
+             return new PackedModel(in_chans, std::move(dims), std::move(depths), num_outputs, eps, lookup);
+           }),
+           py::arg("in_chans"), py::arg("dims"), py::arg("depths"), py::arg("num_outputs"), py::arg("eps"),
+           py::arg("weights"))
+      .def(
+          "forward",
+          [](const PackedModel& self, const py::handle& x_, const py::handle& out_) {
+            auto x = checked_array(x_, "x", {-1, self.in_chans(), -1});
+            const int64_t batch = x.shape(0), t = x.shape(2);
+            if (batch < 1) throw py::value_error("x has batch size 0");
+            if (t < PackedModel::kTotalStride)
+              throw py::value_error("x has T=" + std::to_string(t) + " time steps; the model needs at least 32");
+            auto out = checked_array(out_, "out", {batch, self.num_outputs()}, true);
+            py::gil_scoped_release release;
+            self.forward(cdata(x), batch, t, mdata(out));
+          },
+          py::arg("x"), py::arg("out"), "x: [B, in_chans, T] float32 → out: [B, num_outputs].")
+      .def_property_readonly("in_chans", &PackedModel::in_chans)
+      .def_property_readonly("num_outputs", &PackedModel::num_outputs);
+}
+
+}  // namespace convnext_fast

@@ -1,0 +1,67 @@
+"""``convnext-fast bench``: tick-to-signal latency of the live loop on a full-speed replay.
+
+An untrained model of ``--variant`` (weights do not change the cost) on the SYNTHETIC market; every
+candle goes through the same :class:`~convnext_fast.live.loop.LiveEngine` as a live feed. Reports
+p50/p90/p99/max per phase (features / model / decision / total) in µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import time
+
+from ..variants import VARIANTS
+from .predictor import PREDICTOR_BACKENDS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variant", default="atto", choices=tuple(VARIANTS), help="model size")
+    parser.add_argument("--bars", type=int, default=500, help="candles replayed after warm-up")
+    parser.add_argument("--window", type=int, default=256, help="window length T")
+    parser.add_argument("--backend", default="auto", choices=PREDICTOR_BACKENDS, help="forward backend")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def measure(variant: str, bars: int, window: int, backend: str = "auto", threads: int = 1) -> dict:
+    """``{"backend", "setup_s", "latency_us": {phase: {n, p50, p90, p99, max}}}`` for one replay."""
+    from .. import reference
+    from ..data.synthetic import synthetic_candles
+    from ..features.pipeline import FeatureSpec
+    from .loop import LiveContext, OutputSink, run_live
+    from .predictor import set_threads
+    from .session import DecisionRule, build_engine
+    from .sources import replay
+
+    set_threads(threads)
+    started = time.perf_counter()
+    spec = FeatureSpec()
+    model = reference.create(variant, in_chans=spec.n_channels).eval()
+    engine, used = build_engine(
+        model, {"feature_spec": spec.to_dict()}, rule=DecisionRule(), backend=backend, window=window
+    )
+    need = engine.history_needed
+    candles = synthetic_candles(need + bars, seed=0)
+    engine.warm_up(candles[:need])
+    setup_s = time.perf_counter() - started
+    ctx = LiveContext("SYNTHETIC", "60", 3_600_000)
+    asyncio.run(
+        run_live(engine, replay(candles[need:], interval_ms=3_600_000), ctx, OutputSink(io.StringIO()))
+    )
+    return {
+        "backend": used,
+        "setup_s": setup_s,
+        "latency_us": engine.latency.summary(),
+        "table": engine.latency.table(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    result = measure(args.variant, args.bars, args.window, args.backend, args.threads)
+    print(
+        f"SYNTHETIC replay, {args.variant}, T={args.window}, backend {result['backend']}, "
+        f"{args.threads} thread(s), setup {result['setup_s']:.2f} s"
+    )
+    print(result["table"])
+    return 0

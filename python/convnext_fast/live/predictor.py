@@ -1,0 +1,96 @@
+"""The fastest forward pass available for one window: ``[1, C_in, T]`` float32 → class probabilities.
+
+``auto`` order: the one-call C++ ``InferenceSession`` on CPU when the extension is loaded, the fused model
+(Triton) on CUDA, the reference eager forward otherwise. ``--backend`` forces one and fails loudly when it
+cannot run, so a latency figure never silently measures another path. No ``torch.compile`` here: its
+cold compile alone would blow the startup budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..backends import backends as backend_report
+from ..errors import UserError
+
+PREDICTOR_BACKENDS = ("auto", "cpu", "triton", "reference")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def set_threads(n: int) -> None:
+    """Threads for torch and for the C++ kernels' OpenMP loops. One bar at a time gains little from a team
+    of threads and loses a lot when the CPU is shared (waking a busy team costs milliseconds)."""
+    from .._ext import _C
+
+    torch.set_num_threads(max(1, n))
+    if _C is not None:
+        _C.set_num_threads(max(1, n))
+
+
+def _pick(backend: str) -> str:
+    if backend not in PREDICTOR_BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(PREDICTOR_BACKENDS)}, got {backend!r}")
+    live = backend_report()
+    if backend == "auto":
+        if live["cpu"] == "live":
+            return "cpu"
+        return "triton" if torch.cuda.is_available() and live["triton"] == "live" else "reference"
+    if live.get(backend, "live") != "live":
+        raise UserError(f"--backend {backend} cannot run here: {live[backend]}")
+    return backend
+
+
+def _torch_forward(model: torch.nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    model = model.to(device).eval()
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return forward
+
+
+def _as_reference(model: torch.nn.Module) -> torch.nn.Module:
+    """A plain reference copy (the fused model subclasses it; a copy keeps the caller's model untouched)."""
+    from .. import reference
+
+    ref = reference.ConvNeXt1d(**model.config)
+    ref.load_state_dict(model.state_dict())
+    return ref.eval()
+
+
+def make_predictor(
+    model: torch.nn.Module, backend: str = "auto"
+) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """``(predict, backend_used)`` where ``predict(x [1, C_in, T] float32) -> probs [1, 3]``."""
+    from .. import model as fused_model
+
+    chosen = _pick(backend)
+    if chosen == "cpu":
+        try:
+            from ..inference import InferenceSession  # one C++ call per forward
+        except ImportError:  # an older build without the session: the fused model still runs C++ per op
+            logits_fn = _torch_forward(fused_model.convert(_as_reference(model), backend="cpu"), "cpu")
+        else:
+            session = InferenceSession(model)
+
+            def logits_fn(x: np.ndarray) -> np.ndarray:
+                return np.asarray(session(x))
+
+    elif chosen == "triton":
+        logits_fn = _torch_forward(fused_model.convert(_as_reference(model), backend="triton"), "cuda")
+    else:
+        logits_fn = _torch_forward(_as_reference(model), "cpu")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return softmax(logits_fn(x).astype(np.float64))
+
+    return predict, chosen

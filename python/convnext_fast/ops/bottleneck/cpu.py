@@ -1,0 +1,148 @@
+"""GELU inverted bottleneck on the C++ kernel, as the torch custom op ``convnext_fast::bottleneck_cpu``.
+
+When autograd needs it, the kernel also writes the pre-GELU hidden activation so the backward runs the
+same four GEMMs as eager PyTorch (no recomputation); otherwise the hidden block never leaves the cache.
+float64 runs the reference (for ``gradcheck``); bf16/fp16 compute in float32 and cast back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..._ext import _C
+from . import reference
+
+_EMPTY = (0,)
+
+
+def check_args(x: torch.Tensor, n: torch.Tensor, fc1_weight: torch.Tensor) -> None:
+    """Clear errors for what the kernel cannot take (the other shapes are checked in C++)."""
+    for name, t in (("x", x), ("n", n)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 3:
+            raise ValueError(
+                f"{name} must be a [B, T, C] tensor, got {getattr(t, 'shape', type(t).__name__)}"
+            )
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} must be on the CPU for the cpu backend, got {t.device}")
+    if n.shape != x.shape:
+        raise ValueError(f"n must have the shape of x {tuple(x.shape)}, got {tuple(n.shape)}")
+    if fc1_weight.ndim != 2 or fc1_weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"fc1_weight must have shape [H, {x.shape[-1]}], got {tuple(fc1_weight.shape)}")
+
+
+def _f32(t: torch.Tensor):
+    return t.detach().to(torch.float32).contiguous().numpy()
+
+
+@torch.library.custom_op("convnext_fast::bottleneck_cpu", mutates_args=(), device_types="cpu")
+def bottleneck_op(
+    x: torch.Tensor,
+    n: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    gamma: torch.Tensor,
+    sample_scale: torch.Tensor | None,
+    save_hidden: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(y, hidden)``; ``hidden`` is ``n·W1ᵀ + b1`` when ``save_hidden`` else an empty tensor."""
+    if x.dtype == torch.float64 or _C is None:
+        y = reference.bottleneck(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
+        hidden = F.linear(n, fc1_weight, fc1_bias) if save_hidden else x.new_empty(_EMPTY)
+        return y.to(x.dtype), hidden.to(x.dtype)
+    b, t, _ = x.shape
+    y = torch.empty(x.shape, dtype=torch.float32)
+    hidden = torch.empty((b, t, fc1_weight.shape[0]) if save_hidden else _EMPTY, dtype=torch.float32)
+    _C.bottleneck(
+        _f32(x),
+        _f32(n),
+        _f32(fc1_weight),
+        _f32(fc1_bias),
+        _f32(fc2_weight),
+        _f32(fc2_bias),
+        _f32(gamma),
+        None if sample_scale is None else _f32(sample_scale),
+        y.numpy(),
+        hidden.numpy() if save_hidden else None,
+    )
+    return y.to(x.dtype), hidden.to(x.dtype)
+
+
+@bottleneck_op.register_fake
+def _(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden):
+    shape = (x.shape[0], x.shape[1], fc1_weight.shape[0]) if save_hidden else _EMPTY
+    return torch.empty_like(x), x.new_empty(shape)
+
+
+def _setup_context(ctx, inputs, output):
+    x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, _ = inputs
+    ctx.save_for_backward(n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, output[1])
+    ctx.x_dtype = x.dtype
+
+
+def _gelu_and_grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    cdf = 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0))))
+    pdf = torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+    return z * cdf, cdf + z * pdf
+
+
+def _backward(ctx, grad_y, _grad_hidden):
+    n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
+    dtype = torch.float64 if n.dtype == torch.float64 else torch.float32
+    c, h = fc2_weight.shape
+    n2 = n.to(dtype).reshape(-1, c)
+    w1, w2, g = fc1_weight.to(dtype), fc2_weight.to(dtype), gamma.to(dtype)
+    z = hidden.to(dtype).reshape(-1, h) if hidden.numel() else F.linear(n2, w1, fc1_bias.to(dtype))
+    act, dact = _gelu_and_grad(z)
+    gs = grad_y.to(dtype)
+    if sample_scale is not None:
+        gs = gs * sample_scale.to(dtype).view(-1, 1, 1)
+    gs = gs.reshape(-1, c)
+    # branch = act·W2ᵀ + b2, so Σ_rows gs ⊙ (act·W2ᵀ) = rowsum(W2 ⊙ gsᵀ·act): dgamma and dW2 share one GEMM.
+    gs_act = gs.t() @ act
+    gs_sum = gs.sum(0)
+    d_gamma = (w2 * gs_act).sum(1) + gs_sum * fc2_bias.to(dtype)
+    d_fc2_weight = g[:, None] * gs_act
+    d_fc2_bias = g * gs_sum
+    dz = ((gs * g) @ w2) * dact
+    d_fc1_weight = dz.t() @ n2
+    d_fc1_bias = dz.sum(0)
+    d_n = (dz @ w1).view(n.shape)
+    return (
+        grad_y.to(ctx.x_dtype),
+        d_n.to(n.dtype),
+        d_fc1_weight.to(fc1_weight.dtype),
+        d_fc1_bias.to(fc1_bias.dtype),
+        d_fc2_weight.to(fc2_weight.dtype),
+        d_fc2_bias.to(fc2_bias.dtype),
+        d_gamma.to(gamma.dtype),
+        None,
+        None,
+    )
+
+
+bottleneck_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def bottleneck(
+    x: torch.Tensor,
+    n: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    gamma: torch.Tensor,
+    sample_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x + sample_scale·gamma·(GELU(n·W1ᵀ+b1)·W2ᵀ+b2)`` for channels-last ``[B, T, C]`` on the C++ kernel."""
+    check_args(x, n, fc1_weight)
+    params = (x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma)
+    save_hidden = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+    y, _ = bottleneck_op(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden)
+    return y

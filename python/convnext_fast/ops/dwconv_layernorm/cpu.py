@@ -1,0 +1,108 @@
+"""dwconv + LayerNorm on the C++ kernel, as the torch custom op ``convnext_fast::dwconv_layernorm_cpu``.
+
+float32 (and bf16/fp16, computed in float32 and cast back) runs the fused kernel; float64 runs the
+reference so ``gradcheck`` can check the hand-written backward, which uses torch ops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..._ext import _C
+from . import reference
+
+KERNEL = 7
+
+
+def check_args(x: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor) -> None:
+    """Clear errors for what the kernel cannot take (shapes of the small vectors are checked in C++)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 3:
+        raise ValueError(f"x must be a [B, T, C] tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    for name, t in (("x", x), ("conv_weight", conv_weight), ("conv_bias", conv_bias)):
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} must be on the CPU for the cpu backend, got {t.device}")
+    c = x.shape[-1]
+    if tuple(conv_weight.shape) != (c, 1, KERNEL):
+        raise ValueError(
+            f"conv_weight must have shape [{c}, 1, {KERNEL}] for x with C={c}, got {tuple(conv_weight.shape)}"
+        )
+
+
+def _f32(t: torch.Tensor):
+    return t.detach().to(torch.float32).contiguous().numpy()
+
+
+@torch.library.custom_op("convnext_fast::dwconv_layernorm_cpu", mutates_args=(), device_types="cpu")
+def dwconv_layernorm_op(
+    x: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    if x.dtype == torch.float64 or _C is None:
+        return reference.dwconv_layernorm(x, conv_weight, conv_bias, norm_weight, norm_bias, eps).to(x.dtype)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    _C.dwconv_layernorm(
+        _f32(x), _f32(conv_weight), _f32(conv_bias), _f32(norm_weight), _f32(norm_bias), eps, out.numpy()
+    )
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+
+@dwconv_layernorm_op.register_fake
+def _(x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output):
+    x, conv_weight, conv_bias, norm_weight, norm_bias, eps = inputs
+    ctx.save_for_backward(x, conv_weight, conv_bias, norm_weight, norm_bias)
+    ctx.eps = eps
+
+
+def _backward(ctx, grad):
+    """Recompute the conv (cheap next to the GEMMs), then the LayerNorm and conv backward in torch ops."""
+    x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xt = x.to(dtype).transpose(1, 2)
+    w, c = conv_weight.to(dtype), x.shape[-1]
+    y = F.conv1d(xt, w, conv_bias.to(dtype), padding=KERNEL // 2, groups=c).transpose(1, 2)
+    var, mean = torch.var_mean(y, dim=-1, keepdim=True, correction=0)
+    rstd = torch.rsqrt(var + ctx.eps)
+    xhat = (y - mean) * rstd
+    g = grad.to(dtype)
+    d_norm_weight = (g * xhat).sum((0, 1))
+    d_norm_bias = g.sum((0, 1))
+    dxhat = g * norm_weight.to(dtype)
+    dy = rstd * (dxhat - dxhat.mean(-1, keepdim=True) - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+    dx, dw, db = torch.ops.aten.convolution_backward(
+        dy.transpose(1, 2), xt, w, [c], [1], [KERNEL // 2], [1], False, [0], c, [True, True, True]
+    )
+    return (
+        dx.transpose(1, 2).to(x.dtype),
+        dw.to(conv_weight.dtype),
+        db.to(conv_bias.dtype),
+        d_norm_weight.to(norm_weight.dtype),
+        d_norm_bias.to(norm_bias.dtype),
+        None,
+    )
+
+
+dwconv_layernorm_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def dwconv_layernorm(
+    x: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """``LayerNorm(dwconv7(x))`` for channels-last ``x`` ``[B, T, C]`` on the fused C++ kernel."""
+    check_args(x, conv_weight, conv_bias)
+    return dwconv_layernorm_op(x, conv_weight, conv_bias, norm_weight, norm_bias, float(eps))

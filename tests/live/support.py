@@ -1,0 +1,93 @@
+"""Shared pieces for the live tests: a small model, the real feature pipeline and an engine factory."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from convnext_fast import reference
+from convnext_fast.data.candles import Candles
+from convnext_fast.data.synthetic import synthetic_candles
+from convnext_fast.features.pipeline import FeatureSpec, StreamingFeatures, compute_features
+from convnext_fast.live.loop import LiveEngine
+from convnext_fast.live.predictor import make_predictor, set_threads
+from convnext_fast.live.session import DecisionRule, normaliser
+from convnext_fast.trading.backtest import BacktestConfig
+from convnext_fast.trading.broker import PaperBroker
+from convnext_fast.trading.signals import signal_from_probs
+
+WINDOW = 64
+HOUR_MS = 3_600_000
+
+
+SPEC = FeatureSpec()
+N_CHANNELS = SPEC.n_channels
+HISTORY = SPEC.warmup + WINDOW  # closed candles before the first signal
+
+
+def batch_features(candles: Candles) -> np.ndarray:
+    return compute_features(candles.open, candles.high, candles.low, candles.close, candles.volume, spec=SPEC)
+
+
+def model_and_norm(rng: np.random.Generator, n_channels: int = N_CHANNELS):
+    """A tiny ConvNeXt (fast on a loaded 2-core box) with non-trivial layer scales, so inputs matter, and a
+    plausible normalisation."""
+    model = reference.ConvNeXt1d(
+        in_chans=n_channels, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), layer_scale_init=0.5
+    ).eval()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.mul_(4.0)  # spread the logits so both thresholds and ties are exercised
+    norm = {
+        "mean": rng.normal(0, 0.01, n_channels).tolist(),
+        "std": rng.uniform(0.01, 0.5, n_channels).tolist(),
+        "clip": 10.0,
+    }
+    return model, norm
+
+
+def make_engine(model, norm, *, features=None, threshold=0.4, broker=None, backend="reference") -> LiveEngine:
+    features = features or StreamingFeatures(SPEC)
+    # One bar at a time: intra-op threads only fight the other processes on this shared 2-core box
+    # (measured 2 ms vs 60 ms per forward of this model under load). conftest resets it per test.
+    set_threads(1)
+    predict, _ = make_predictor(model, backend)
+    rule = DecisionRule(threshold=threshold, size=0.5)
+    return LiveEngine(
+        features=features,
+        predict=predict,
+        broker=broker or PaperBroker(BacktestConfig(taker_fee_bps=5.5, slippage_bps=1.0)),
+        window=WINDOW,
+        n_channels=N_CHANNELS,
+        signal_fn=signal_from_probs,
+        threshold=rule.threshold,
+        size_fn=rule.size_for,
+        normalize=normaliser(norm),
+        warmup_bars=SPEC.warmup,
+    )
+
+
+def market(n: int, rng: np.random.Generator) -> Candles:
+    return synthetic_candles(n, seed=int(rng.integers(2**31)), interval_ms=HOUR_MS)
+
+
+def seeded(rng: np.random.Generator, n_stream: int, **engine_kwargs):
+    """``(candles, engine, stream)``: an engine warmed up on the first ``HISTORY`` candles of a fresh market
+    and the ``n_stream`` candles after them."""
+    candles = market(HISTORY + n_stream, rng)
+    engine = make_engine(*model_and_norm(rng), **engine_kwargs)
+    engine.warm_up(candles[:HISTORY])
+    return candles, engine, candles[HISTORY:]
+
+
+def write_checkpoint(path, rng: np.random.Generator, fit_on: Candles):
+    """A deployable checkpoint of :func:`model_and_norm`'s model, as the trainer writes it, with the
+    trainer's normalisation fitted on ``fit_on`` so its inputs are unit-scaled."""
+    from convnext_fast.train import save_checkpoint
+    from convnext_fast.train.prepare import normalisation
+
+    model, _ = model_and_norm(rng)
+    norm = normalisation(batch_features(fit_on), np.arange(HISTORY, len(fit_on)), WINDOW)
+    return save_checkpoint(
+        path, model, {"feature_spec": SPEC.to_dict(), "normalisation": norm, "window": WINDOW}
+    )

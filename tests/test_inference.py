@@ -1,0 +1,123 @@
+"""InferenceSession: one C++ call per forward, equal to the float64 reference within 1e-5, noticing weight
+changes after packing, clear input errors, NaN propagation and the eager fallback without _C."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import convnext_fast
+from convnext_fast import inference, reference
+from convnext_fast._ext import _C
+from tests.helpers import TOLERANCE, assert_close
+from tests.test_model import SMALL, randomize_
+
+pytestmark = pytest.mark.skipif(_C is None, reason="convnext_fast._C is not built")
+
+
+def model(**kw) -> reference.ConvNeXt1d:
+    return randomize_(reference.ConvNeXt1d(in_chans=20, **{**SMALL, **kw})).eval()
+
+
+def expected(m: reference.ConvNeXt1d, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return copy.deepcopy(m).double()(x.double())
+
+
+@pytest.mark.parametrize(("batch", "t"), [(1, 64), (3, 75), (2, 256)], ids=["B1-T64", "B3-T75", "B2-T256"])
+def test_matches_reference(batch, t):
+    m = model()
+    session = inference.InferenceSession(m)
+    assert session.uses_cpp
+    x = torch.randn(batch, 20, t)
+    assert_close("session(tensor)", expected(m, x), torch.from_numpy(session(x)), TOLERANCE[torch.float32])
+    assert_close(
+        "session(numpy)", expected(m, x), torch.from_numpy(session(x.numpy())), TOLERANCE[torch.float32]
+    )
+
+
+def test_atto_variant_regression_and_non_contiguous_float64_input():
+    m = randomize_(reference.create("atto", task="regression", num_outputs=4)).eval()
+    session = inference.InferenceSession(m)
+    x = torch.randn(2, 70, 20).transpose(1, 2)  # non-contiguous [B, C_in, T] view
+    out = session(x.double().numpy())
+    assert out.shape == (2, 4) and out.dtype == np.float32
+    assert_close("atto regression", expected(m, x), torch.from_numpy(out), TOLERANCE[torch.float32])
+
+
+def test_notices_in_place_updates_and_load_state_dict():
+    m = model()
+    session = convnext_fast.convert(m).inference_session()
+    x = torch.randn(2, 20, 64)
+    first = session(x)
+    with torch.no_grad():
+        session.model.stages[2].blocks[0].mlp.fc2.weight.mul_(-2.0)
+    changed = session(x)
+    assert not np.allclose(first, changed)
+    assert_close(
+        "after in-place update",
+        expected(session.model, x),
+        torch.from_numpy(changed),
+        TOLERANCE[torch.float32],
+    )
+    session.model.load_state_dict(model().state_dict())
+    assert_close(
+        "after load_state_dict",
+        expected(session.model, x),
+        torch.from_numpy(session(x)),
+        TOLERANCE[torch.float32],
+    )
+
+
+def test_train_mode_model_gives_eval_outputs():
+    m = model(drop_path_rate=0.5).train()
+    session = inference.InferenceSession(m)
+    x = torch.randn(4, 20, 64)
+    assert_close(
+        "train-mode model", expected(m.eval(), x), torch.from_numpy(session(x)), TOLERANCE[torch.float32]
+    )
+
+
+def test_nan_input_propagates():
+    session = inference.InferenceSession(model())
+    x = np.random.default_rng(0).standard_normal((2, 20, 64)).astype(np.float32)
+    x[0, 5, 50] = np.nan
+    out = session(x)
+    assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        ([[1.0]], TypeError, "x must be a numpy array or torch.Tensor"),
+        (np.zeros((20, 64), np.float32), ValueError, r"x must have shape \[B, C_in=20, T\]"),
+        (np.zeros((1, 19, 64), np.float32), ValueError, "in_chans=20"),
+        (np.zeros((1, 20, 31), np.float32), ValueError, "at least 32"),
+        (np.zeros((1, 20, 64), np.int64), TypeError, "floating-point"),
+        (np.zeros((0, 20, 64), np.float32), ValueError, "batch size 0"),
+    ],
+    ids=["list", "rank", "channels", "short-T", "dtype", "empty"],
+)
+def test_bad_inputs_name_the_argument(x, error, match):
+    session = inference.InferenceSession(model())
+    with pytest.raises(error, match=match):
+        session(x)
+
+
+def test_rejects_non_model():
+    with pytest.raises(TypeError, match="model must be a convnext_fast ConvNeXt1d"):
+        inference.InferenceSession(torch.nn.Linear(2, 2))
+
+
+def test_falls_back_to_eager_without_the_extension(monkeypatch):
+    monkeypatch.setattr(inference, "_C", None)
+    m = model().train()
+    session = inference.InferenceSession(m)
+    assert not session.uses_cpp
+    x = torch.randn(2, 20, 64)
+    out = session(x)
+    assert m.training  # the fallback runs in eval mode and restores the caller's mode
+    assert_close("eager fallback", expected(m.eval(), x), torch.from_numpy(out), TOLERANCE[torch.float32])
