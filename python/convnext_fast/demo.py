@@ -183,11 +183,24 @@ def run(args: argparse.Namespace) -> int:
     same = int((live_signals == bt_signals[: len(live_signals)]).sum()) if len(bars) == len(bt_signals) else 0
 
     pooled = result.pooled.get("model", {})
+    baselines = result.pooled.get("baselines", {})
     rows = [
         ("data", "SYNTHETIC market (generated)" if is_synthetic else label),
         ("candles (train / held out)", f"{len(train_part)} / {size.holdout}"),
         ("walk-forward folds", f"{len(result.folds)} (atto, T={size.window}, {size.epochs} epoch(s))"),
         ("test accuracy (pooled folds)", _fmt(pooled.get("accuracy"))),
+        # next to the naive baselines on the same bars, so nobody mistakes 0.36 for skill
+        (
+            "  majority class / previous bar",
+            " / ".join(
+                _fmt(baselines.get(k, {}).get("accuracy"))
+                for k in ("majority_class", "previous_bar_direction")
+            ),
+        ),
+        (
+            "test log loss: model / majority",
+            " / ".join(_fmt(d.get("log_loss")) for d in (pooled, baselines.get("majority_class", {}))),
+        ),
         ("held-out backtest return", f"{metrics.total_return:.2%}"),
         ("held-out Sharpe / max DD", f"{metrics.sharpe:.2f} / {metrics.max_drawdown:.2%}"),
         ("held-out trades", str(metrics.total_trades)),
