@@ -2,11 +2,17 @@
 
 ``_C`` links OpenBLAS from the ``scipy-openblas32`` wheel; importing that package first loads the library
 into the process, so ``_C`` finds it whatever its install layout (wheel, editable, relocated).
+
+torch is imported first on purpose: ``_C`` needs ``libgomp.so.1``, and whichever copy loads first serves
+the whole process. Loading torch's own first keeps one OpenMP runtime (torch's) for both; loading ``_C``
+first would swap torch onto the system's libgomp. (``import convnext_fast`` loads this module lazily.)
 """
 
 from __future__ import annotations
 
 import warnings
+
+import torch  # noqa: F401  (see above: torch's libgomp must be the process's OpenMP runtime)
 
 try:
     import scipy_openblas32  # noqa: F401  (loads libscipy_openblas.so for _C)

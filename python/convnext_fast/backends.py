@@ -13,8 +13,10 @@ import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads lazily: `import convnext_fast` must stay cheap for numba-only users
+    import torch
 
 BACKENDS = ("auto", "cpu", "triton", "reference")
 _forced: contextvars.ContextVar[str] = contextvars.ContextVar("convnext_fast_backend", default="auto")
@@ -39,6 +41,8 @@ def _cpu_problem() -> str | None:
 def _triton_problem() -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'convnext_fast[triton]')"
+    import torch
+
     if not (torch.cuda.is_available() or triton_interpreting()):
         return "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on CPU, slowly)"
     return None
