@@ -132,3 +132,38 @@ def test_backtest_from_checkpoint_aligns_predictions_with_bars(rng, tmp_path, ca
         == 0
     )
     assert "400 bars" in capsys.readouterr().out
+
+
+def test_checkpoint_backtest_trades_only_its_out_of_sample_bars(rng, tmp_path, capsys):
+    """With a checkpoint, the default is to trade from its test range on (never the bars it trained on);
+    --start all / a date override that, and a start after the data is a user error."""
+    pytest.importorskip("torch")
+    pipeline = pytest.importorskip("convnext_fast.features.pipeline")
+    from convnext_fast.data.candles import Candles
+    from convnext_fast.reference import ConvNeXt1d
+    from convnext_fast.train import save_checkpoint
+
+    csv = write_csv(tmp_path / "bars.csv", rng, n=400)
+    candles = Candles.from_csv(csv)
+    test_start = int(rng.integers(300, 380))
+    norm = {"mean": [0.0] * 20, "std": [1.0] * 20, "clip": 5.0}
+    meta = {
+        "feature_spec": pipeline.FeatureSpec().to_dict(),
+        "normalisation": norm,
+        "window": 64,
+        "ranges": {"test": [str(np.datetime64(int(candles.start_ms[i]), "ms")) for i in (test_start, -1)]},
+    }
+    model = ConvNeXt1d(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1), drop_path_rate=0.0).eval()
+    ckpt = str(save_checkpoint(tmp_path / "model.safetensors", model, meta))
+
+    assert run_cli("--data", str(csv), "--checkpoint", ckpt, "--out", str(tmp_path / "a")) == 0
+    out = capsys.readouterr().out
+    assert "out-of-sample test range" in out and f"{400 - test_start} bars" in out
+    assert (
+        run_cli("--data", str(csv), "--checkpoint", ckpt, "--start", "all", "--out", str(tmp_path / "b")) == 0
+    )
+    assert "400 bars" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--start"):
+        run_cli(
+            "--data", str(csv), "--checkpoint", ckpt, "--start", "2999-01-01", "--out", str(tmp_path / "c")
+        )

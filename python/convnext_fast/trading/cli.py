@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--probs", help=".npy [N, 3] probabilities (Long, Short, Hold), one row per candle")
     source.add_argument("--signals", help=".npy [N] signals (+1 Long, -1 Short, 0 Hold), one per candle")
     parser.add_argument("--out", default="report", help="output folder (default ./report)")
+    parser.add_argument(
+        "--start",
+        help="first bar to trade: YYYY-MM-DD[ HH:MM] UTC, epoch ms, or 'all' (default: with --checkpoint, "
+        "the start of its out-of-sample test range; else the first bar)",
+    )
     parser.add_argument("--threshold", type=float, default=0.5, help="confidence threshold τ (default 0.5)")
     parser.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
     parser.add_argument("--sweep", help="comma-separated thresholds to sweep in parallel, e.g. 0.4,0.5,0.6")
@@ -117,20 +122,45 @@ def _model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
     return outputs, {**meta, "task": "regression" if regression else "classification"}
 
 
-def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None]:
+def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
     n = len(candles)
     if args.signals:
-        return _load_npy("--signals", args.signals, n, ()), None
+        return _load_npy("--signals", args.signals, n, ()), None, None
     if args.probs:
         probs = _load_npy("--probs", args.probs, n, (3,))
-        return signals_from_probs(probs, args.threshold), probs
+        return signals_from_probs(probs, args.threshold), probs, None
     outputs, meta = _model_outputs(args.checkpoint, candles)
     known = np.isfinite(outputs).all(axis=1)
     if meta["task"] == "regression":  # the first horizon's forward return, back in return units
         pred = np.where(known, outputs[:, 0] * float(meta.get("target_scale", [1.0])[0]), 0.0)
-        return signals_from_regression(pred, args.threshold), None
+        return signals_from_regression(pred, args.threshold), None, meta
     probs = np.where(known[:, None], outputs, np.array([0.0, 0.0, 1.0]))  # no complete window yet: Hold
-    return signals_from_probs(probs, args.threshold), probs
+    return signals_from_probs(probs, args.threshold), probs, meta
+
+
+def _first_traded_bar(args, candles, meta: dict | None) -> int:
+    """Index of the first bar the backtest trades. With a checkpoint the default is the start of its
+    out-of-sample test range: trading the bars it was trained on would report an in-sample fantasy."""
+    from ..data.cli import parse_time_ms
+
+    if args.start == "all":
+        return 0
+    if args.start is not None:
+        start_ms = parse_time_ms(args.start, "--start")
+    else:
+        test_range = ((meta or {}).get("ranges") or {}).get("test")
+        if not test_range:
+            return 0
+        start_ms = parse_time_ms(test_range[0], "the checkpoint's test range")
+        print(
+            f"trading from {test_range[0]} UTC, the checkpoint's out-of-sample test range (--start all for every bar)"
+        )
+    first = int(np.searchsorted(candles.start_ms, start_ms))
+    if first >= len(candles) - 1:
+        raise UserError(
+            f"--start: {args.start or 'the test range start'} leaves fewer than 2 candles to trade"
+        )
+    return first
 
 
 def _sweep_thresholds(args) -> list[float] | None:
@@ -165,7 +195,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     thresholds = _sweep_thresholds(args)
     candles = _candles(args)
-    signal, probs = _signals_and_probs(args, candles)
+    signal, probs, meta = _signals_and_probs(args, candles)
+    # features and windows use the whole history; only the trading starts at the first traded bar
+    first = _first_traded_bar(args, candles, meta)
+    candles, signal = candles[first:], signal[first:]
+    probs = None if probs is None else probs[first:]
     c = candles
     result = run_backtest(c.open, c.high, c.low, c.close, signal, args.size, config, timestamps_ms=c.start_ms)
     ppy = periods_per_year_from(c.start_ms)
