@@ -12,7 +12,7 @@ import pytest
 from convnext_fast.data import cli
 from convnext_fast.data.bybit import BybitClient, RetryPolicy
 from convnext_fast.data.candles import Candles, InvalidCandlesError
-from convnext_fast.data.store import CandleStore
+from convnext_fast.data.store import CandleStore, load_candles
 from convnext_fast.errors import UserError
 from tests.data.fake_bybit import FakeBybit, random_candles
 
@@ -171,3 +171,29 @@ def test_cli_fetch_and_import(tmp_path, history, capsys):
     assert cli.parse_time_ms("2024-01-02 03:00", "--start") == 1704164400000
     with pytest.raises(UserError, match="--end 'yesterday'"):
         cli.parse_time_ms("yesterday", "--end")
+
+
+def test_load_candles_accepts_a_store_folder_its_parquet_file_or_a_csv(store, history, tmp_path):
+    path = store.write(history, "BTCUSDT", "60")
+    csv = tmp_path / "bars.csv"
+    rows = ["timestamp,Open,High,Low,Close,Volume"] + [
+        f"{ms},{float(o)!r},{float(h)!r},{float(lo)!r},{float(c)!r},{float(v)!r}"
+        for ms, o, h, lo, c, v in zip(
+            history.start_ms,
+            history.open,
+            history.high,
+            history.low,
+            history.close,
+            history.volume,
+            strict=True,
+        )
+    ]
+    csv.write_text("\n".join(rows) + "\n")
+    for data in (store.root, path, csv):
+        loaded = load_candles(data, "BTCUSDT", "60")
+        np.testing.assert_array_equal(loaded.start_ms, history.start_ms)
+        np.testing.assert_array_equal(loaded.close, history.close)
+    with pytest.raises(UserError, match="no such CSV file"):
+        load_candles(tmp_path / "missing")
+    with pytest.raises(UserError, match="no candles stored"):
+        load_candles(store.root, "ETHUSDT", "60")

@@ -79,15 +79,12 @@ class CandleStore:
             raise UserError(
                 f"no candles stored for {symbol} {interval} ({category}) at {path}; fetch or import them first"
             )
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError) as exc:
-            raise UserError(f"cannot read candle file {path}: {exc}") from exc
+        table = _read_table(path)
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         expected = _metadata(symbol, check_interval(interval), category, self.exchange)
         if any(meta.get(k) != v for k, v in expected.items()):
             raise UserError(f"{path} holds {meta}, expected {expected}")
-        return Candles(**{name: table.column(name).to_numpy() for name in _SCHEMA.names})
+        return _candles_of(table)
 
     def write(self, candles: Candles, symbol: str, interval: str | int, category: str = "linear") -> Path:
         """Replace what is stored with ``candles`` after validating them."""
@@ -148,6 +145,33 @@ class CandleStore:
 
     def gaps(self, symbol: str, interval: str | int, category: str = "linear") -> list[Gap]:
         return self.load(symbol, interval, category).gaps(interval)
+
+
+def load_candles(
+    data: str | Path, symbol: str = "BTCUSDT", interval: str = "60", category: str = "linear"
+) -> Candles:
+    """What every ``--data`` option accepts: a CSV file, one of the store's ``.parquet`` files, or a store
+    folder (then ``symbol``/``interval``/``category`` pick the series)."""
+    path = Path(data)
+    if path.is_file():
+        return _candles_of(_read_table(path)) if path.suffix == ".parquet" else Candles.from_csv(path)
+    if path.is_dir():
+        return CandleStore(path).load(symbol, interval, category=category)
+    raise UserError(f"--data {str(data)!r}: no such CSV file, .parquet file or candle-store folder")
+
+
+def _read_table(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"cannot read candle file {path}: {exc}") from exc
+
+
+def _candles_of(table: pa.Table) -> Candles:
+    missing = [name for name in _SCHEMA.names if name not in table.column_names]
+    if missing:
+        raise UserError(f"candle file lacks columns {missing} (has {table.column_names})")
+    return Candles(**{name: table.column(name).to_numpy() for name in _SCHEMA.names})
 
 
 def _metadata(symbol: str, interval: str, category: str, exchange: str) -> dict[str, str]:

@@ -69,16 +69,9 @@ def config_from_args(args: argparse.Namespace) -> BacktestConfig:
 
 
 def _candles(args):
-    from ..data.candles import Candles
+    from ..data.store import load_candles
 
-    path = Path(args.data)
-    if path.is_file():
-        return Candles.from_csv(path).validate()
-    if path.is_dir():
-        from ..data.store import CandleStore
-
-        return CandleStore(path).load(args.symbol, args.interval).validate()
-    raise UserError(f"--data {args.data!r}: no such CSV file or candle-store folder")
+    return load_candles(args.data, args.symbol, args.interval).validate()
 
 
 def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndarray:
