@@ -20,8 +20,13 @@ SHAPES = [(1, 16, 20), (2, 37, 40), (3, 9, 100)]
 
 
 @pytest.mark.parametrize("with_scale", [False, True], ids=["no-drop-path", "drop-path"])
+@pytest.mark.parametrize("train_composition", [True, False], ids=["composition", "custom-op"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"B{b}-T{t}-C{c}" for b, t, c in SHAPES])
-def test_matches_reference_forward_and_backward(shape, with_scale, check_op_against_reference):
+def test_matches_reference_forward_and_backward(
+    shape, with_scale, train_composition, monkeypatch, check_op_against_reference
+):
+    # both training paths: the torch composition (default) and the custom op's own fp32 backward
+    monkeypatch.setattr(cpu, "TRAIN_COMPOSITION", train_composition)
     extra = (drop_path_scale(shape[0]),) if with_scale else ()
     check_op_against_reference(
         "bottleneck",

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.skipif(_C is None, reason="convnext_fast._C is not buil
 SHAPES = [(1, 16, 20), (2, 37, 40), (3, 9, 100)]
 
 
+@pytest.mark.parametrize("train_composition", [True, False], ids=["composition", "custom-op"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"B{b}-T{t}-C{c}" for b, t, c in SHAPES])
-def test_matches_reference_forward_and_backward(shape, check_op_against_reference):
+def test_matches_reference_forward_and_backward(
+    shape, train_composition, monkeypatch, check_op_against_reference
+):
+    # both training paths: the torch composition (default) and the custom op's own fp32 backward
+    monkeypatch.setattr(cpu, "TRAIN_COMPOSITION", train_composition)
     check_op_against_reference(
         "dwconv_layernorm",
         cpu.dwconv_layernorm,

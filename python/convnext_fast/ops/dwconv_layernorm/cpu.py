@@ -71,14 +71,12 @@ def _backward(ctx, grad):
     xt = x.to(dtype).transpose(1, 2)
     w, c = conv_weight.to(dtype), x.shape[-1]
     y = F.conv1d(xt, w, conv_bias.to(dtype), padding=KERNEL // 2, groups=c).transpose(1, 2)
-    var, mean = torch.var_mean(y, dim=-1, keepdim=True, correction=0)
-    rstd = torch.rsqrt(var + ctx.eps)
-    xhat = (y - mean) * rstd
-    g = grad.to(dtype)
-    d_norm_weight = (g * xhat).sum((0, 1))
-    d_norm_bias = g.sum((0, 1))
-    dxhat = g * norm_weight.to(dtype)
-    dy = rstd * (dxhat - dxhat.mean(-1, keepdim=True) - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+    # one forward LayerNorm for mean/rstd, then aten's fused LayerNorm backward (dy, dweight, dbias)
+    nw, nb = norm_weight.to(dtype), norm_bias.to(dtype)
+    _, mean, rstd = torch.native_layer_norm(y, [c], nw, nb, ctx.eps)
+    dy, d_norm_weight, d_norm_bias = torch.ops.aten.native_layer_norm_backward(
+        grad.to(dtype), y, [c], mean, rstd, nw, nb, [True, True, True]
+    )
     dx, dw, db = torch.ops.aten.convolution_backward(
         dy.transpose(1, 2), xt, w, [c], [1], [KERNEL // 2], [1], False, [0], c, [True, True, True]
     )
@@ -95,6 +93,13 @@ def _backward(ctx, grad):
 dwconv_layernorm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# When autograd needs gradients and everything is float32, run the torch composition instead of the op: the
+# op's backward recomputes the conv and LayerNorm statistics, so the op path loses in training (atto B=32
+# train step, measured in benchmarks/README.md, "Training"). float64 keeps the op so gradcheck still covers
+# its backward, mixed/low-precision dtypes keep it for its float32 compute; inference always runs the kernel.
+TRAIN_COMPOSITION = True
+
+
 def dwconv_layernorm(
     x: torch.Tensor,
     conv_weight: torch.Tensor,
@@ -105,4 +110,14 @@ def dwconv_layernorm(
 ) -> torch.Tensor:
     """``LayerNorm(dwconv7(x))`` for channels-last ``x`` ``[B, T, C]`` on the fused C++ kernel."""
     check_args(x, conv_weight, conv_bias)
+    params = (x, conv_weight, conv_bias, norm_weight, norm_bias)
+    if (
+        TRAIN_COMPOSITION
+        and all(p.dtype == torch.float32 for p in params)
+        and torch.is_grad_enabled()
+        and any(p.requires_grad for p in params)
+    ):
+        c = x.shape[-1]
+        y = F.conv1d(x.transpose(1, 2), conv_weight, conv_bias, padding=KERNEL // 2, groups=c)
+        return F.layer_norm(y.transpose(1, 2), (c,), norm_weight, norm_bias, eps)
     return dwconv_layernorm_op(x, conv_weight, conv_bias, norm_weight, norm_bias, float(eps))
