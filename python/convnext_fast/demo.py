@@ -112,11 +112,11 @@ def _train(args, size: DemoSize, candles, out: Path):
 def _backtest(checkpoint: str, context, holdout_from: int, threshold: float, title: str, out: Path):
     """Backtest the held-out bars with the trading engineer's batch path; returns (result, metrics, signals)."""
     from .trading.backtest import BacktestConfig, run_backtest
-    from .trading.cli import _model_outputs  # the backtest command's batch inference, reused as is
+    from .trading.cli import model_outputs  # the backtest command's batch inference, reused as is
     from .trading.report import periods_per_year_from, write_report
     from .trading.signals import signals_from_probs
 
-    probs, _ = _model_outputs(checkpoint, context)
+    probs, _ = model_outputs(checkpoint, context)
     probs = probs[holdout_from:]
     known = np.isfinite(probs).all(axis=1)
     signals = signals_from_probs(np.where(known[:, None], probs, [0.0, 0.0, 1.0]), threshold)

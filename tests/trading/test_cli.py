@@ -115,7 +115,7 @@ def test_backtest_from_checkpoint_aligns_predictions_with_bars(rng, tmp_path, ca
     from convnext_fast.data.candles import Candles
 
     candles = Candles.from_csv(csv)
-    outputs, _ = cli._model_outputs(str(ckpt), candles)
+    outputs, _ = cli.model_outputs(str(ckpt), candles)
     first = spec.warmup + 64 - 1  # the first bar with a complete, finite window
     assert np.isnan(outputs[:first]).all() and np.isfinite(outputs[first:]).all()
     t = int(rng.integers(first, 400))

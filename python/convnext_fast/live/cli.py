@@ -12,7 +12,7 @@ import asyncio
 import logging
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ log = logging.getLogger("convnext_fast.live")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..trading.backtest import BacktestConfig
+    from ..trading.backtest import add_config_arguments
 
     src = parser.add_argument_group("candles")
     src.add_argument(
@@ -75,14 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     dec = parser.add_argument_group("decisions")
-    defaults = BacktestConfig()
     dec.add_argument("--threshold", type=float, default=0.5, help="confidence threshold τ (default 0.5)")
     dec.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
-    dec.add_argument("--initial-equity", type=float, default=defaults.initial_equity)
-    dec.add_argument("--taker-fee-bps", type=float, default=defaults.taker_fee_bps)
-    dec.add_argument("--slippage-bps", type=float, default=defaults.slippage_bps)
-    dec.add_argument("--leverage", type=float, default=defaults.leverage)
-    dec.add_argument("--close-on-hold", action="store_true", help="a Hold signal closes the position")
+    add_config_arguments(dec)  # the backtest's own options: live trades under the same rules
 
     out = parser.add_argument_group("output and state")
     out.add_argument("--out", help="JSON lines file (default: stdout when it is not a terminal)")
@@ -239,7 +234,7 @@ def _order_hook(args, broker_config):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..trading.backtest import BacktestConfig
+    from ..trading.backtest import config_from_args
     from ..trading.broker import PaperBroker
     from .loop import LiveContext, OutputSink, run_live
     from .session import DecisionRule, build_engine
@@ -254,9 +249,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--resume: {args.state} is for {state.symbol} {state.interval}, not {args.symbol} {args.interval}"
         )
-    config = BacktestConfig(
-        **{f.name: getattr(args, f.name) for f in fields(BacktestConfig) if hasattr(args, f.name)}
-    )
+    config = config_from_args(args)
     after_candle = _order_hook(args, config)  # before any slow work: a bad order setup fails at once
     broker = PaperBroker.from_state(state.broker) if state else PaperBroker(config)
     model, meta, model_label = _model(args)

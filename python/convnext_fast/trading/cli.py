@@ -8,13 +8,12 @@ checkpoint's features (or from ``--probs``/``--signals`` files aligned one per c
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from .backtest import BacktestConfig, run_backtest, sweep_thresholds
+from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
 from .report import periods_per_year_from, write_report
 from .signals import signals_from_probs, signals_from_regression
 
@@ -45,29 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
-def add_config_arguments(parser) -> None:
-    """Options for every :class:`BacktestConfig` field (``--taker-fee-bps`` …), shared with the live loop."""
-    defaults = BacktestConfig()
-    parser.add_argument("--initial-equity", type=float, default=defaults.initial_equity)
-    parser.add_argument("--taker-fee-bps", type=float, default=defaults.taker_fee_bps)
-    parser.add_argument("--maker-fee-bps", type=float, default=defaults.maker_fee_bps)
-    parser.add_argument("--slippage-bps", type=float, default=defaults.slippage_bps)
-    parser.add_argument("--stop-loss", type=float, help="stop distance as a fraction of entry, e.g. 0.02")
-    parser.add_argument("--take-profit", type=float, help="take-profit distance as a fraction of entry")
-    parser.add_argument("--leverage", type=float, default=defaults.leverage, help="max notional / equity")
-    parser.add_argument("--close-on-hold", action="store_true", help="a Hold signal closes the position")
-    parser.add_argument(
-        "--maintenance-margin",
-        type=float,
-        help="liquidate at this equity / notional, e.g. 0.005 (default off)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> BacktestConfig:
-    """The :class:`BacktestConfig` of the options :func:`add_config_arguments` added."""
-    return BacktestConfig(**{f.name: getattr(args, f.name) for f in fields(BacktestConfig)})
-
-
 def _candles(args):
     from ..data.store import load_candles
 
@@ -86,7 +62,7 @@ def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndar
     return array
 
 
-def _model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
+def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
     """Model outputs (class probabilities, or regression values) for every bar whose window is complete
     and finite, NaN rows elsewhere; and the checkpoint's metadata."""
     import torch
@@ -122,7 +98,7 @@ def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, di
     if args.probs:
         probs = _load_npy("--probs", args.probs, n, (3,))
         return signals_from_probs(probs, args.threshold), probs, None
-    outputs, meta = _model_outputs(args.checkpoint, candles)
+    outputs, meta = model_outputs(args.checkpoint, candles)
     known = np.isfinite(outputs).all(axis=1)
     if meta["task"] == "regression":  # the first horizon's forward return, back in return units
         pred = np.where(known, outputs[:, 0] * float(meta.get("target_scale", [1.0])[0]), 0.0)
