@@ -1,7 +1,8 @@
 """Per-op and per-block timings at each stage's shapes of tiny (C_in=20, T=256 → T/4 … T/32), side by side:
-the eager reference block, the fused custom ops (one torch dispatch each), and the same C++ kernels called
-straight from numpy (no torch dispatch). Also the small-M GEMMs behind the bottleneck: OpenBLAS (what the
-kernels use) against torch's F.linear (MKL), which decides whether hand-written micro-kernels would pay.
+the eager reference block, the fused custom ops (one torch dispatch each), the same C++ kernels called
+straight from numpy (no torch dispatch, OpenBLAS GEMMs), and the inference session's block (`PackedBlock`:
+weights packed once, the AVX2 panel GEMM). Also the batch-1 GEMMs themselves: the packed kernel against
+OpenBLAS (the custom ops' GEMM) and torch's F.linear (MKL).
 
     pytest benchmarks/bench_ops.py --benchmark-only --benchmark-json=ops.json
 """
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.skipif(_C is None, reason="convnext_fast._C is not buil
 
 # (C, T) of tiny's four stages at T=256; the stage-3 block (C=384, T=16) has its own target.
 STAGES = [(96, 64), (192, 32), (384, 16), (768, 8)]
-IMPLS = ("eager", "fused-ops", "cpp-direct")
+IMPLS = ("eager", "fused-ops", "cpp-direct", "session-block")
 
 
 def block(c: int) -> reference.Block:
@@ -40,6 +41,10 @@ def block_fn(impl: str, c: int, t: int, batch: int):
         return lambda: blk(x_bct)
     x = x_bct.transpose(1, 2).contiguous()
     p = {k: v.detach() for k, v in blk.state_dict().items()}
+    if impl == "session-block":
+        packed = _C.PackedBlock(c, reference.LN_EPS, {k: v.numpy() for k, v in p.items()})
+        xn, out = x.numpy(), np.empty(tuple(x.shape), np.float32)
+        return lambda: packed.forward(xn, out)
     args_dw = (p["conv_dw.weight"], p["conv_dw.bias"], p["norm.weight"], p["norm.bias"])
     args_mlp = (p["mlp.fc1.weight"], p["mlp.fc1.bias"], p["mlp.fc2.weight"], p["mlp.fc2.bias"], p["gamma"])
     if impl == "fused-ops":
@@ -100,8 +105,11 @@ def test_dwconv_layernorm(benchmark, c, t, impl):
         benchmark.pedantic(run, rounds=100, iterations=1, warmup_rounds=5)
 
 
-@pytest.mark.parametrize("impl", ["torch-mkl", "openblas"])
-@pytest.mark.parametrize(("m", "k", "n"), [(8, 768, 3072), (16, 384, 1536), (64, 96, 384), (8, 3072, 768)])
+@pytest.mark.parametrize("impl", ["torch-mkl", "openblas", "packed"])
+@pytest.mark.parametrize(
+    ("m", "k", "n"),
+    [(8, 768, 3072), (16, 384, 1536), (32, 192, 768), (64, 96, 384), (8, 3072, 768), (8, 320, 1280)],
+)
 def test_small_m_linear(benchmark, m, k, n, impl):
     benchmark.group = f"linear M={m} K={k} N={n}"
     rng = np.random.default_rng(0)
@@ -111,11 +119,16 @@ def test_small_m_linear(benchmark, m, k, n, impl):
 
         def run():
             return F.linear(ta, tw, tb)
-    else:
+    elif impl == "openblas":
         out = np.empty((m, n), np.float32)
 
         def run():
             _C.linear(a, w, b, out)
+    else:
+        out, lin = np.empty((m, n), np.float32), _C.PackedLinear(w, b)
+
+        def run():
+            lin.forward(a, out)
 
     benchmark.pedantic(run, rounds=100, iterations=1, warmup_rounds=5)
     benchmark.extra_info["gflops"] = 2 * m * k * n / benchmark.stats.stats.min / 1e9

@@ -2,6 +2,7 @@
 // (baseline x86-64 and x86-64-v3 = AVX2+FMA) and picked at load time, so the default build stays portable.
 #include "kernels.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -22,7 +23,7 @@ namespace {
 int g_threads = std::max(1, omp_get_max_threads());
 
 // Below this many multiply-adds a loop runs on one thread: waking the OpenMP team costs a few µs.
-constexpr int64_t kParallelMinWork = 1 << 15;
+constexpr int64_t kParallelMinWork = 1 << 12;
 
 // Row-block height for the bottleneck: the [rows, 4C] hidden block of one thread stays within ~1 MiB
 // (half this machine's 2 MiB L2), while blocks stay tall enough that OpenBLAS's per-call packing of
@@ -45,21 +46,18 @@ float* scratch(int slot, size_t count) {
 
 // Row blocks of one thread each need this many flops before a split of the weight columns across the team
 // pays for its two barriers; below it the block runs on one thread. On this shared 2-core machine a barrier
-// can cost a scheduler time slice (ms) when another process holds the other core. 4 MFLOP: tiny at B=1
-// went 15.3 → 10.5 ms against 48 MFLOP (all of stage 3 single-threaded) on a lightly loaded machine.
-constexpr int64_t kSplitColumnsMinFlops = 4'000'000;
+// can cost a scheduler time slice (ms) when another process holds the other core. 1 MFLOP (with the
+// 4096 above) measured best with the packed kernel: atto B=1 min 0.57 ms against 0.65 ms at the earlier
+// 4 MFLOP / 32768, and 0.58–0.60 ms with every block split (C++ harness over PackedModel, 2000 calls,
+// two interleaved passes; see benchmarks/README.md).
+constexpr int64_t kSplitColumnsMinFlops = 1'000'000;
 
-// At most this many rows go to the packed small-M kernel; from 16 rows up OpenBLAS is faster
-// (benchmarks/README.md, "small-M GEMM").
-constexpr int64_t kSmallGemmMaxRows = 8;
-
-// c[:, n0:n1] = a · w[n0:n1]ᵀ through the packed small-M kernel when it applies, else OpenBLAS.
-// n0 and n1 are multiples of kPanel or n1 == n (split_range rounds to 16).
+// c[:, n0:n1] = a · w[n0:n1]ᵀ through the packed kernel when the weight was packed (the inference session),
+// else OpenBLAS. n0 and n1 are multiples of kPanel or n1 == n (split_range rounds to 16).
 void linear_cols(int64_t m, int64_t k, const float* a, int64_t lda, const float* w, const PackedWeight* packed,
                  int64_t n0, int64_t n1, float* c, int64_t ldc) {
-  static const bool small_ok = small_gemm_supported();
-  if (packed != nullptr && small_ok && m <= kSmallGemmMaxRows) {
-    small_gemm(a, m, lda, *packed, n0 / kPanel, (n1 + kPanel - 1) / kPanel, c, ldc);
+  if (packed != nullptr && !packed->empty()) {
+    packed_gemm(a, m, lda, *packed, n0 / kPanel, (n1 + kPanel - 1) / kPanel, nullptr, c, ldc);
   } else {
     gemm_nt(m, n1 - n0, k, a, lda, w + n0 * k, k, c + n0, ldc);
   }
@@ -78,37 +76,75 @@ void set_num_threads(int n) { g_threads = std::max(1, n); }
 
 namespace detail {
 
-// erf by the rational minimax approximation used by Eigen/XLA (clamped to [-4, 4], where float erf is ±1):
-// branch-free, so the loops below vectorise; accuracy is a few ulps (checked against math.erf in tests).
+// erf by the rational minimax approximation used by Eigen/XLA (clamped to [-4, 4], where float erf is ±1);
+// accuracy is a few ulps (checked against math.erf in tests). p(x²)·x / q(x²), highest power first.
+constexpr float kErfP[7] = {-2.72614225801306e-10f, 2.77068142495902e-08f,  -2.10102402082508e-06f,
+                            -5.69250639462346e-05f, -7.34990630326855e-04f, -2.95459980854025e-03f,
+                            -1.60960333262415e-02f};
+constexpr float kErfQ[5] = {-1.45660718464996e-05f, -2.13374055278905e-04f, -1.68282697438203e-03f,
+                            -7.37332916720468e-03f, -1.42647390514189e-02f};
+constexpr float kSqrtHalf = 0.70710678118654752f;
+
 static inline float erf_rational(float a) {
-  const float x = a < -4.f ? -4.f : (a > 4.f ? 4.f : a);
+  const float x = std::max(-4.f, std::min(4.f, a));
   const float x2 = x * x;
-  float p = -2.72614225801306e-10f;
-  p = p * x2 + 2.77068142495902e-08f;
-  p = p * x2 + -2.10102402082508e-06f;
-  p = p * x2 + -5.69250639462346e-05f;
-  p = p * x2 + -7.34990630326855e-04f;
-  p = p * x2 + -2.95459980854025e-03f;
-  p = p * x2 + -1.60960333262415e-02f;
-  p = p * x;
-  float q = -1.45660718464996e-05f;
-  q = q * x2 + -2.13374055278905e-04f;
-  q = q * x2 + -1.68282697438203e-03f;
-  q = q * x2 + -7.37332916720468e-03f;
-  q = q * x2 + -1.42647390514189e-02f;
-  return p / q;
+  float p = kErfP[0], q = kErfQ[0];
+  for (int i = 1; i < 7; ++i) p = p * x2 + kErfP[i];
+  for (int i = 1; i < 5; ++i) q = q * x2 + kErfQ[i];
+  return p * x / q;
 }
 
 // 0.5·v·(1 + erf(v/√2)); a NaN input stays NaN through the leading factor v.
-static inline float gelu_erf(float v) { return 0.5f * v * (1.f + erf_rational(v * 0.70710678118654752f)); }
+static inline float gelu_erf(float v) { return 0.5f * v * (1.f + erf_rational(v * kSqrtHalf)); }
 
-CNF_SIMD_CLONES void gelu_span(const float* in, int64_t n, float* out) {
+// The same GELU eight lanes at a time. Written with intrinsics because GCC turns the scalar clamp into
+// branches and leaves the loops scalar (it did: the GELU pass was 22% of an atto batch-1 forward under
+// perf). min/max return their second operand for a NaN lane, so a NaN is clamped to 4 and survives
+// through the factor v, as in the scalar version.
+__attribute__((target("avx2,fma"))) static inline __m256 gelu_erf8(__m256 v) {
+  const __m256 x = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v, _mm256_set1_ps(kSqrtHalf)), _mm256_set1_ps(4.f)),
+                                 _mm256_set1_ps(-4.f));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(kErfP[0]), q = _mm256_set1_ps(kErfQ[0]);
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kErfP[i]));
+  for (int i = 1; i < 5; ++i) q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(kErfQ[i]));
+  const __m256 erf = _mm256_div_ps(_mm256_mul_ps(p, x), q);
+  const __m256 half_v = _mm256_mul_ps(_mm256_set1_ps(0.5f), v);
+  return _mm256_fmadd_ps(half_v, erf, half_v);
+}
+
+__attribute__((target("avx2,fma"))) static void gelu_span_avx2(const float* in, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, gelu_erf8(_mm256_loadu_ps(in + i)));
+  for (; i < n; ++i) out[i] = gelu_erf(in[i]);
+}
+
+__attribute__((target("avx2,fma"))) static void bias_gelu_span_avx2(float* h, const float* bias, int64_t n,
+                                                                    float* act) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(h + i), _mm256_loadu_ps(bias + i));
+    _mm256_storeu_ps(h + i, v);
+    _mm256_storeu_ps(act + i, gelu_erf8(v));
+  }
+  for (; i < n; ++i) {
+    const float v = h[i] + bias[i];
+    h[i] = v;
+    act[i] = gelu_erf(v);
+  }
+}
+
+static const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+
+void gelu_span(const float* in, int64_t n, float* out) {
+  if (kHaveAvx2) return gelu_span_avx2(in, n, out);
   for (int64_t i = 0; i < n; ++i) out[i] = gelu_erf(in[i]);
 }
 
 // pre = h + bias is written back to h (kept for backward when h is the caller's hidden_out), and
 // act = GELU(pre). h and act may be the same buffer.
-CNF_SIMD_CLONES void bias_gelu_span(float* h, const float* bias, int64_t n, float* act) {
+void bias_gelu_span(float* h, const float* bias, int64_t n, float* act) {
+  if (kHaveAvx2) return bias_gelu_span_avx2(h, bias, n, act);
   for (int64_t i = 0; i < n; ++i) {
     const float v = h[i] + bias[i];
     h[i] = v;
@@ -176,21 +212,31 @@ void dwconv_layernorm(const float* x, int64_t batch, int64_t t, int64_t c, const
   }
 }
 
-void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out) {
-  // Bias first, then one GEMM accumulating onto it (beta = 1).
-  for (int64_t r = 0; r < rows; ++r) std::copy(bias, bias + n, out + r * n);
+void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out,
+                 const PackedWeight* packed) {
   const int nt = g_threads;
   const bool split_rows = rows >= 64 * nt;
+  const bool use_packed = packed != nullptr && !packed->empty();
+  // OpenBLAS path: bias first, then one GEMM accumulating onto it (beta = 1). The packed kernel starts its
+  // accumulators from the bias instead.
+  if (!use_packed)
+    for (int64_t r = 0; r < rows; ++r) std::copy(bias, bias + n, out + r * n);
 #pragma omp parallel num_threads(nt) if (nt > 1 && rows * k * n > 64 * kParallelMinWork)
   {
     const int parts = omp_get_num_threads(), index = omp_get_thread_num();
     int64_t begin, end;
     if (split_rows) {
       split_range(rows, parts, index, &begin, &end);
-      gemm_nt(end - begin, n, k, a + begin * k, k, w, k, out + begin * n, n, 1.f);
+      if (use_packed)
+        packed_gemm(a + begin * k, end - begin, k, *packed, 0, (n + kPanel - 1) / kPanel, bias, out + begin * n, n);
+      else
+        gemm_nt(end - begin, n, k, a + begin * k, k, w, k, out + begin * n, n, 1.f);
     } else {
       split_range(n, parts, index, &begin, &end);
-      gemm_nt(rows, end - begin, k, a, k, w + begin * k, k, out + begin, n, 1.f);
+      if (use_packed)
+        packed_gemm(a, rows, k, *packed, begin / kPanel, (end + kPanel - 1) / kPanel, bias, out, n);
+      else
+        gemm_nt(rows, end - begin, k, a, k, w + begin * k, k, out + begin, n, 1.f);
     }
   }
 }

@@ -3,7 +3,7 @@
 // No libtorch: the Python side hands in contiguous buffers (numpy arrays or tensor storage).
 #include <cstdint>
 
-#include "small_gemm.h"
+#include "packed_gemm.h"
 
 namespace convnext_fast {
 
@@ -24,14 +24,17 @@ void layernorm_rows(const float* in, int64_t rows, int64_t c, const float* w, co
 // y = x + scale[b] · gamma ⊙ (GELU(n·W1ᵀ + b1)·W2ᵀ + b2) over rows = batch·t, hidden width h.
 // sample_scale ([batch] or null) is drop path. hidden_out ([rows, h] or null) receives the pre-GELU
 // activation for a backward pass. y may alias x (each row only reads its own residual).
-// w1_packed / w2_packed (optional, from pack_weight) enable the small-M kernel for batch-1 row counts.
+// w1_packed / w2_packed (optional, from pack_weight): when given, the GEMMs run on them and w1 / w2 are
+// not read (may be null).
 void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h, const float* w1,
                 const float* b1, const float* w2, const float* b2, const float* gamma, const float* sample_scale,
                 float* y, float* hidden_out, const PackedWeight* w1_packed = nullptr,
                 const PackedWeight* w2_packed = nullptr);
 
-// out[rows, n] = a[rows, k] · wᵀ + bias, rows split over threads.
-void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out);
+// out[rows, n] = a[rows, k] · wᵀ + bias, rows split over threads. With `packed` (from pack_weight) the
+// packed kernel runs and w is not read.
+void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out,
+                 const PackedWeight* packed = nullptr);
 
 // Exact-erf GELU applied to n values (a vectorisable rational erf, max error a few float ulps).
 void gelu(const float* in, int64_t n, float* out);

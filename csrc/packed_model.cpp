@@ -15,7 +15,37 @@ std::vector<float> taps_major(const std::vector<float>& w, int64_t c, int64_t k)
     for (int64_t j = 0; j < k; ++j) out[j * c + ch] = w[ch * k + j];
   return out;
 }
+
+// On AVX2+FMA CPUs the weight is packed into panels and the row-major copy freed, so the session holds
+// each weight once; elsewhere the row-major copy stays for OpenBLAS.
+void pack_or_keep(std::vector<float>& w, int64_t n, int64_t k, PackedWeight* packed) {
+  static const bool supported = packed_gemm_supported();
+  if (!supported) return;
+  *packed = pack_weight(w.data(), n, k);
+  std::vector<float>().swap(w);
+}
 }  // namespace
+
+PackedBlock::PackedBlock(int64_t dim, float eps, const std::string& prefix, const WeightLookup& lookup)
+    : dim_(dim), eps_(eps) {
+  dw_kc_ = taps_major(lookup(prefix + "conv_dw.weight", {dim, 1, kDwKernel}), dim, kDwKernel);
+  dw_bias_ = lookup(prefix + "conv_dw.bias", {dim});
+  norm_w_ = lookup(prefix + "norm.weight", {dim});
+  norm_b_ = lookup(prefix + "norm.bias", {dim});
+  fc1_w_ = lookup(prefix + "mlp.fc1.weight", {4 * dim, dim});
+  fc1_b_ = lookup(prefix + "mlp.fc1.bias", {4 * dim});
+  fc2_w_ = lookup(prefix + "mlp.fc2.weight", {dim, 4 * dim});
+  fc2_b_ = lookup(prefix + "mlp.fc2.bias", {dim});
+  gamma_ = lookup(prefix + "gamma", {dim});
+  pack_or_keep(fc1_w_, 4 * dim, dim, &fc1_packed_);
+  pack_or_keep(fc2_w_, dim, 4 * dim, &fc2_packed_);
+}
+
+void PackedBlock::forward(float* h, float* n, int64_t batch, int64_t t) const {
+  dwconv_layernorm(h, batch, t, dim_, dw_kc_.data(), dw_bias_.data(), norm_w_.data(), norm_b_.data(), eps_, n);
+  bottleneck(h, n, batch, t, dim_, 4 * dim_, fc1_w_.data(), fc1_b_.data(), fc2_w_.data(), fc2_b_.data(),
+             gamma_.data(), nullptr, h, nullptr, &fc1_packed_, &fc2_packed_);
+}
 
 PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths,
                          int64_t num_outputs, float eps, const WeightLookup& lookup)
@@ -24,6 +54,7 @@ PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vecto
   const int64_t d0 = dims_[0];
   stem_w_ = lookup("stem.0.weight", {d0, in_chans, kStemStride});  // [D0, Cin·4] as a GEMM weight
   stem_b_ = lookup("stem.0.bias", {d0});
+  pack_or_keep(stem_w_, d0, in_chans * kStemStride, &stem_packed_);
   stem_norm_w_ = lookup("stem.1.weight", {d0});
   stem_norm_b_ = lookup("stem.1.bias", {d0});
   int64_t prev = d0;
@@ -43,25 +74,10 @@ PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vecto
         for (int64_t i = 0; i < prev; ++i)
           for (int64_t k = 0; k < 2; ++k) stage.down_w[(o * 2 + k) * prev + i] = w[(o * prev + i) * 2 + k];
       stage.down_b = lookup(p + "downsample.1.bias", {dim});
+      pack_or_keep(stage.down_w, dim, 2 * prev, &stage.down_packed);
     }
-    for (int64_t j = 0; j < depths[s]; ++j) {
-      const std::string q = p + "blocks." + std::to_string(j) + ".";
-      Block b;
-      b.dw_kc = taps_major(lookup(q + "conv_dw.weight", {dim, 1, kDwKernel}), dim, kDwKernel);
-      b.dw_bias = lookup(q + "conv_dw.bias", {dim});
-      b.norm_w = lookup(q + "norm.weight", {dim});
-      b.norm_b = lookup(q + "norm.bias", {dim});
-      b.fc1_w = lookup(q + "mlp.fc1.weight", {4 * dim, dim});
-      b.fc1_b = lookup(q + "mlp.fc1.bias", {4 * dim});
-      b.fc2_w = lookup(q + "mlp.fc2.weight", {dim, 4 * dim});
-      b.fc2_b = lookup(q + "mlp.fc2.bias", {dim});
-      b.gamma = lookup(q + "gamma", {dim});
-      if (small_gemm_supported()) {
-        b.fc1_packed = pack_weight(b.fc1_w.data(), 4 * dim, dim);
-        b.fc2_packed = pack_weight(b.fc2_w.data(), dim, 4 * dim);
-      }
-      stage.blocks.push_back(std::move(b));
-    }
+    for (int64_t j = 0; j < depths[s]; ++j)
+      stage.blocks.emplace_back(dim, eps, p + "blocks." + std::to_string(j) + ".", lookup);
     stages_.push_back(std::move(stage));
     prev = dim;
   }
@@ -93,7 +109,7 @@ void PackedModel::forward(const float* x, int64_t batch, int64_t t, float* out) 
         for (int64_t k = 0; k < kStemStride; ++k) dst[k] = src[k];
       }
   int64_t c = dims_[0];
-  linear_rows(n, rows, patch, stem_w_.data(), stem_b_.data(), c, h);
+  linear_rows(n, rows, patch, stem_w_.data(), stem_b_.data(), c, h, &stem_packed_);
   layernorm_rows(h, rows, c, stem_norm_w_.data(), stem_norm_b_.data(), eps_, h);
 
   for (const Stage& stage : stages_) {
@@ -101,15 +117,10 @@ void PackedModel::forward(const float* x, int64_t batch, int64_t t, float* out) 
       layernorm_rows(h, rows, c, stage.down_norm_w.data(), stage.down_norm_b.data(), eps_, n);
       tc /= 2;
       rows /= 2;
-      linear_rows(n, rows, 2 * c, stage.down_w.data(), stage.down_b.data(), stage.dim, h);
+      linear_rows(n, rows, 2 * c, stage.down_w.data(), stage.down_b.data(), stage.dim, h, &stage.down_packed);
       c = stage.dim;
     }
-    for (const Block& bl : stage.blocks) {
-      dwconv_layernorm(h, batch, tc, c, bl.dw_kc.data(), bl.dw_bias.data(), bl.norm_w.data(), bl.norm_b.data(), eps_,
-                       n);
-      bottleneck(h, n, batch, tc, c, 4 * c, bl.fc1_w.data(), bl.fc1_b.data(), bl.fc2_w.data(), bl.fc2_b.data(),
-                 bl.gamma.data(), nullptr, h, nullptr, &bl.fc1_packed, &bl.fc2_packed);
-    }
+    for (const PackedBlock& block : stage.blocks) block.forward(h, n, batch, tc);
   }
 
   // Head: mean over time → LayerNorm → linear.

@@ -5,12 +5,30 @@
 #include <string>
 #include <vector>
 
-#include "small_gemm.h"
+#include "packed_gemm.h"
 
 namespace convnext_fast {
 
 // Returns the float32 values of the named state_dict entry, checked against the expected shape.
 using WeightLookup = std::function<std::vector<float>(const std::string& name, const std::vector<int64_t>& shape)>;
+
+// One ConvNeXt block (dwconv + LayerNorm, then the GELU bottleneck with layer scale and residual) over
+// weights copied in once; `prefix` + "conv_dw.weight" etc. name its state_dict entries.
+class PackedBlock {
+ public:
+  PackedBlock(int64_t dim, float eps, const std::string& prefix, const WeightLookup& lookup);
+
+  // h: [batch, t, dim] channels-last, updated in place; n: scratch of the same size.
+  void forward(float* h, float* n, int64_t batch, int64_t t) const;
+
+  int64_t dim() const { return dim_; }
+
+ private:
+  int64_t dim_;
+  float eps_;
+  std::vector<float> dw_kc_, dw_bias_, norm_w_, norm_b_, fc1_w_, fc1_b_, fc2_w_, fc2_b_, gamma_;
+  PackedWeight fc1_packed_, fc2_packed_;  // when packed, fc1_w_ / fc2_w_ are empty
+};
 
 class PackedModel {
  public:
@@ -28,20 +46,18 @@ class PackedModel {
   int64_t num_outputs() const { return num_outputs_; }
 
  private:
-  struct Block {
-    std::vector<float> dw_kc, dw_bias, norm_w, norm_b, fc1_w, fc1_b, fc2_w, fc2_b, gamma;
-    PackedWeight fc1_packed, fc2_packed;  // for the small-M kernel at batch 1
-  };
   struct Stage {
     int64_t dim = 0;
     bool downsample = false;
     std::vector<float> down_norm_w, down_norm_b, down_w, down_b;  // down_w: [dim, 2·in_dim], tap-major
-    std::vector<Block> blocks;
+    PackedWeight down_packed;
+    std::vector<PackedBlock> blocks;
   };
 
   int64_t in_chans_, num_outputs_;
   float eps_;
   std::vector<int64_t> dims_;
+  PackedWeight stem_packed_;
   std::vector<float> stem_w_, stem_b_, stem_norm_w_, stem_norm_b_, head_norm_w_, head_norm_b_, head_w_, head_b_;
   std::vector<Stage> stages_;
 };

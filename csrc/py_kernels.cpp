@@ -83,6 +83,37 @@ void py_linear(const py::handle& x_, const py::handle& w_, const py::handle& b_,
   linear_rows(cdata(x), rows, k, cdata(w), cdata(b), n, mdata(out));
 }
 
+// nn.Linear over weights packed once (the inference session's GEMM), for tests and benchmarks.
+struct PackedLinear {
+  PackedWeight packed;
+  std::vector<float> weight, bias;  // weight stays only when this CPU cannot run the packed kernel
+};
+
+PackedLinear* make_packed_linear(const py::handle& w_, const py::handle& b_) {
+  auto w = checked_array(w_, "weight", {-1, -1});
+  const int64_t n = w.shape(0), k = w.shape(1);
+  if (n < 1 || k < 1) throw py::value_error("weight must be [N >= 1, K >= 1]");
+  auto b = checked_array(b_, "bias", {n});
+  auto* lin = new PackedLinear;
+  lin->bias.assign(cdata(b), cdata(b) + n);
+  if (packed_gemm_supported())
+    lin->packed = pack_weight(cdata(w), n, k);
+  else
+    lin->weight.assign(cdata(w), cdata(w) + n * k);
+  lin->packed.n = n;
+  lin->packed.k = k;
+  return lin;
+}
+
+void py_packed_linear(const PackedLinear& lin, const py::handle& x_, const py::handle& out_) {
+  const int64_t n = lin.packed.n, k = lin.packed.k;
+  auto x = checked_array(x_, "x", {-1, k});
+  const int64_t rows = x.shape(0);
+  auto out = checked_array(out_, "out", {rows, n}, true);
+  py::gil_scoped_release release;
+  linear_rows(cdata(x), rows, k, lin.weight.data(), lin.bias.data(), n, mdata(out), &lin.packed);
+}
+
 void py_gelu(const py::handle& x_, const py::handle& out_) {
   auto x = checked_array(x_, "x", {-1});
   auto out = checked_array(out_, "out", {x.shape(0)}, true);
@@ -103,6 +134,12 @@ void register_kernels(py::module_& m) {
         py::arg("out"), "Row-wise LayerNorm of x[rows, C].");
   m.def("linear", &py_linear, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         "out[rows, N] = x[rows, K]·weight[N, K]ᵀ + bias (OpenBLAS, rows or columns split over threads).");
+  py::class_<PackedLinear>(m, "PackedLinear",
+                           "out = x·Wᵀ + b over W packed once into 16-column panels (AVX2/FMA kernel; OpenBLAS "
+                           "on CPUs without AVX2).")
+      .def(py::init(&make_packed_linear), py::arg("weight"), py::arg("bias"))
+      .def("forward", &py_packed_linear, py::arg("x"), py::arg("out"), "x[rows, K] → out[rows, N].")
+      .def_property_readonly("packed", [](const PackedLinear& lin) { return !lin.packed.empty(); });
   m.def("gelu", &py_gelu, py::arg("x"), py::arg("out"), "Exact-erf GELU of a 1-D array.");
   m.def("get_num_threads", &num_threads, "Threads the kernels' OpenMP loops use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the threads the kernels' OpenMP loops use.");

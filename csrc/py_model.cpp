@@ -13,17 +13,24 @@ namespace py = pybind11;
 
 namespace convnext_fast {
 
+namespace {
+// {name: float32 array} → the lookup the packed classes read their weights through.
+WeightLookup dict_lookup(const py::dict& weights) {
+  return [&weights](const std::string& name, const std::vector<int64_t>& shape) {
+    if (!weights.contains(name)) throw py::key_error("weights is missing '" + name + "'");
+    auto a = checked_array(weights[py::str(name)], ("weights['" + name + "']").c_str(), shape);
+    return std::vector<float>(cdata(a), cdata(a) + a.size());
+  };
+}
+}  // namespace
+
 void register_model(py::module_& m) {
   py::class_<PackedModel>(m, "PackedModel",
                           "A ConvNeXt-1D with weights copied into C++ once; forward runs in a single call.")
       .def(py::init([](int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths, int64_t num_outputs,
                        float eps, const py::dict& weights) {
-             WeightLookup lookup = [&weights](const std::string& name, const std::vector<int64_t>& shape) {
-               if (!weights.contains(name)) throw py::key_error("weights is missing '" + name + "'");
-               auto a = checked_array(weights[py::str(name)], ("weights['" + name + "']").c_str(), shape);
-               return std::vector<float>(cdata(a), cdata(a) + a.size());
-             };
-             return new PackedModel(in_chans, std::move(dims), std::move(depths), num_outputs, eps, lookup);
+             return new PackedModel(in_chans, std::move(dims), std::move(depths), num_outputs, eps,
+                                    dict_lookup(weights));
            }),
            py::arg("in_chans"), py::arg("dims"), py::arg("depths"), py::arg("num_outputs"), py::arg("eps"),
            py::arg("weights"))
@@ -42,6 +49,30 @@ void register_model(py::module_& m) {
           py::arg("x"), py::arg("out"), "x: [B, in_chans, T] float32 → out: [B, num_outputs].")
       .def_property_readonly("in_chans", &PackedModel::in_chans)
       .def_property_readonly("num_outputs", &PackedModel::num_outputs);
+
+  py::class_<PackedBlock>(m, "PackedBlock",
+                          "One ConvNeXt block with its weights copied into C++ once (the session's block).")
+      .def(py::init([](int64_t dim, float eps, const py::dict& weights) {
+             if (dim < 1) throw py::value_error("dim must be >= 1");
+             if (!(eps > 0.f)) throw py::value_error("eps must be > 0");
+             return new PackedBlock(dim, eps, "", dict_lookup(weights));
+           }),
+           py::arg("dim"), py::arg("eps"), py::arg("weights"),
+           "weights: the block's state_dict (conv_dw.weight, norm.*, mlp.fc1.*, mlp.fc2.*, gamma).")
+      .def(
+          "forward",
+          [](const PackedBlock& self, const py::handle& x_, const py::handle& out_) {
+            auto x = checked_array(x_, "x", {-1, -1, self.dim()});
+            const int64_t batch = x.shape(0), t = x.shape(1);
+            auto out = checked_array(out_, "out", {batch, t, self.dim()}, true);
+            if (out.data() == x.data()) throw py::value_error("out must not share memory with x");
+            std::vector<float> scratch(static_cast<size_t>(batch * t * self.dim()));
+            py::gil_scoped_release release;
+            std::copy(cdata(x), cdata(x) + scratch.size(), mdata(out));
+            self.forward(mdata(out), scratch.data(), batch, t);
+          },
+          py::arg("x"), py::arg("out"), "x: [B, T, dim] channels-last float32 → out (same shape).")
+      .def_property_readonly("dim", &PackedBlock::dim);
 }
 
 }  // namespace convnext_fast

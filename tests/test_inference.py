@@ -72,6 +72,23 @@ def test_notices_in_place_updates_and_load_state_dict():
     )
 
 
+def test_notices_replaced_parameters_and_dtype_moves():
+    m = model()
+    session = inference.InferenceSession(m)
+    x = torch.randn(2, 20, 64)
+    first = session(x)
+    block = m.stages[1].blocks[0]
+    block.gamma = torch.nn.Parameter(block.gamma.detach() * -3.0)  # a new Parameter object, version 0
+    assert_close(
+        "after replacing gamma", expected(m, x), torch.from_numpy(session(x)), TOLERANCE[torch.float32]
+    )
+    m.load_state_dict(model().state_dict(), assign=True)  # every parameter replaced
+    assert_close("after assign=True", expected(m, x), torch.from_numpy(session(x)), TOLERANCE[torch.float32])
+    m.double()  # new storage for every parameter
+    assert_close("after .double()", expected(m, x), torch.from_numpy(session(x)), TOLERANCE[torch.float32])
+    assert not np.allclose(first, session(x))
+
+
 def test_train_mode_model_gives_eval_outputs():
     m = model(drop_path_rate=0.5).train()
     session = inference.InferenceSession(m)

@@ -1,0 +1,31 @@
+#pragma once
+// GEMM over weights packed once into 16-column panels, for the inference session's linear layers at every
+// batch size. OpenBLAS re-packs the whole weight matrix on every call, which at batch 1 (M = 8…64 rows)
+// costs as much as the multiply; with the panels packed ahead of time the kernel streams the weights
+// straight from memory. Single-threaded one-core figures against OpenBLAS are in benchmarks/README.md
+// ("packed GEMM"): faster at every shape the models use except N = 40 (atto's fc2, 17% padding).
+// AVX2+FMA only, chosen at run time; callers fall back to OpenBLAS on older CPUs.
+#include <cstdint>
+#include <vector>
+
+namespace convnext_fast {
+
+constexpr int64_t kPanel = 16;  // output columns per packed panel (two 8-float AVX registers)
+
+struct PackedWeight {
+  int64_t n = 0, k = 0;
+  std::vector<float> panels;  // [ceil(n/16)][k][16], zero-padded past n
+  bool empty() const { return panels.empty(); }
+};
+
+// Packs an nn.Linear weight w[n, k] (row-major) into column panels.
+PackedWeight pack_weight(const float* w, int64_t n, int64_t k);
+
+bool packed_gemm_supported();  // this CPU has AVX2 and FMA
+
+// c[m, cols of panels [p0, p1)] = a[m, k] · wᵀ (+ bias[col] when bias is not null). ldc is c's row
+// stride; only columns < n are written, so c may be exactly n wide.
+void packed_gemm(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
+                 const float* bias, float* c, int64_t ldc);
+
+}  // namespace convnext_fast
