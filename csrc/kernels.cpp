@@ -287,8 +287,10 @@ void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_
   }
   // Few rows (batch 1): the team shares one row block and splits the weight columns instead, so each
   // thread streams only its share of W1 and W2; the hidden block is shared through L2/L3.
-  std::vector<float> act_buf(static_cast<size_t>(std::min(mb, rows) * h));
-  std::vector<float> branch_buf(static_cast<size_t>(std::min(mb, rows) * c));
+  // The calling thread's scratch serves the whole team (a fresh std::vector per call showed up as
+  // malloc/mmap and page faults at batch 1).
+  float* act_buf = scratch(1, static_cast<size_t>(std::min(mb, rows) * h));
+  float* branch_buf = scratch(2, static_cast<size_t>(std::min(mb, rows) * c));
 #pragma omp parallel num_threads(nt)
   {
     const int parts = omp_get_num_threads(), index = omp_get_thread_num();
@@ -297,19 +299,22 @@ void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_
     split_range(c, parts, index, &c0, &c1);
     for (int64_t r0 = 0; r0 < rows; r0 += mb) {
       const int64_t m = std::min(mb, rows - r0);
-      float* act = act_buf.data();
+      float* act = act_buf;
       float* pre = hidden_out != nullptr ? hidden_out + r0 * h : act;
       linear_cols(m, c, n + r0 * c, c, w1, w1_packed, h0, h1, pre, h);
       for (int64_t i = 0; i < m; ++i) detail::bias_gelu_span(pre + i * h + h0, b1 + h0, h1 - h0, act + i * h + h0);
 #pragma omp barrier
-      linear_cols(m, h, act, h, w2, w2_packed, c0, c1, branch_buf.data(), c);
+      linear_cols(m, h, act, h, w2, w2_packed, c0, c1, branch_buf, c);
       for (int64_t i = 0; i < m; ++i) {
         const int64_t r = r0 + i;
         const float s = sample_scale != nullptr ? sample_scale[r / t] : 1.f;
-        detail::residual_span(x + r * c + c0, branch_buf.data() + i * c + c0, b2 + c0, gamma + c0, s, c1 - c0,
+        detail::residual_span(x + r * c + c0, branch_buf + i * c + c0, b2 + c0, gamma + c0, s, c1 - c0,
                               y + r * c + c0);
       }
+      // The next chunk overwrites act; after the last one the region's own closing barrier suffices.
+      if (r0 + mb < rows) {
 #pragma omp barrier
+      }
     }
   }
 }
