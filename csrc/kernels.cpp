@@ -26,8 +26,10 @@ int g_threads = std::max(1, omp_get_max_threads());
 constexpr int64_t kParallelMinWork = 1 << 12;
 
 // Row-block height for the bottleneck: the [rows, 4C] hidden block of one thread stays within ~1 MiB
-// (half this machine's 2 MiB L2), while blocks stay tall enough that OpenBLAS's per-call packing of
-// the weights is amortised. Measured in benchmarks/bench_ops.py.
+// (L2 + a slice of L3 here: 512 KiB L2 per core), while blocks stay tall enough that each pass over the
+// weights (and OpenBLAS's per-call packing of them) is amortised. With the packed kernel 1 MiB beat
+// 512 KiB at B=256 (tiny 1.00 vs 1.02 s) and tied at B=32 once blocks were balanced
+// (benchmarks/cpp/packed_model_bench).
 constexpr int64_t kHiddenBlockBytes = 1 << 20;
 
 int64_t rows_per_block(int64_t h) {
