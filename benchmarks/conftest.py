@@ -74,8 +74,8 @@ def fused_model(variant: str) -> convnext_fast.ConvNeXt1d:
 
 
 @functools.cache
-def inference_session(variant: str) -> InferenceSession:
-    return InferenceSession(reference_model(variant))
+def inference_session(variant: str, track_weights: bool = True) -> InferenceSession:
+    return InferenceSession(reference_model(variant), track_weights=track_weights)
 
 
 def forward_fn(impl: str, variant: str, batch: int):
@@ -85,8 +85,8 @@ def forward_fn(impl: str, variant: str, batch: int):
     if impl == "onnxruntime":
         sess = onnx_session(variant)
         return lambda: sess.run(None, {"x": x_np})
-    if impl == "session":
-        session = inference_session(variant)
+    if impl in ("session", "session-snapshot"):
+        session = inference_session(variant, track_weights=impl == "session")
         return lambda: session(x_np)
     model = {"eager": reference_model, "compile": compiled_model, "fused": fused_model}[impl](variant)
 
@@ -97,4 +97,4 @@ def forward_fn(impl: str, variant: str, batch: int):
     return run
 
 
-IMPLS = ("eager", "compile", "onnxruntime", "fused", "session")
+IMPLS = ("eager", "compile", "onnxruntime", "fused", "session", "session-snapshot")

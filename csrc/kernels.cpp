@@ -263,61 +263,106 @@ void bottleneck_block(const float* x, const float* n, int64_t r0, int64_t m, int
 }
 }  // namespace
 
+namespace {
+// Few rows (batch 1): the team shares one row block and splits the weight columns instead, so each
+// thread streams only its share of W1 and W2; the hidden block is shared through L2/L3. Called by every
+// thread of an enclosing parallel region (the barriers bind to it). act_buf / branch_buf are the calling
+// thread's scratch, shared by the team (a fresh std::vector per call showed up as malloc/mmap and page
+// faults at batch 1).
+void bottleneck_columns_team(const float* x, const float* n, int64_t rows, int64_t t, int64_t c, int64_t h,
+                             int64_t mb, const float* w1, const float* b1, const float* w2, const float* b2,
+                             const float* gamma, const float* sample_scale, float* y, float* hidden_out,
+                             const PackedWeight* w1_packed, const PackedWeight* w2_packed, float* act_buf,
+                             float* branch_buf) {
+  const int parts = omp_get_num_threads(), index = omp_get_thread_num();
+  int64_t h0, h1, c0, c1;
+  split_range(h, parts, index, &h0, &h1);
+  split_range(c, parts, index, &c0, &c1);
+  for (int64_t r0 = 0; r0 < rows; r0 += mb) {
+    const int64_t m = std::min(mb, rows - r0);
+    float* act = act_buf;
+    float* pre = hidden_out != nullptr ? hidden_out + r0 * h : act;
+    linear_cols(m, c, n + r0 * c, c, w1, w1_packed, h0, h1, pre, h);
+    for (int64_t i = 0; i < m; ++i) detail::bias_gelu_span(pre + i * h + h0, b1 + h0, h1 - h0, act + i * h + h0);
+#pragma omp barrier
+    linear_cols(m, h, act, h, w2, w2_packed, c0, c1, branch_buf, c);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t r = r0 + i;
+      const float s = sample_scale != nullptr ? sample_scale[r / t] : 1.f;
+      detail::residual_span(x + r * c + c0, branch_buf + i * c + c0, b2 + c0, gamma + c0, s, c1 - c0,
+                            y + r * c + c0);
+    }
+    // The next chunk overwrites act; after the last one the caller's closing barrier suffices.
+    if (r0 + mb < rows) {
+#pragma omp barrier
+    }
+  }
+}
+
+// The column split pays two barriers per row block; below this much work a single thread is faster.
+bool splits_columns(int64_t rows, int64_t c, int64_t h, int nt) {
+  const int64_t nblocks = (rows + rows_per_block(h) - 1) / rows_per_block(h);
+  return nt > 1 && 4 * rows * c * h >= kSplitColumnsMinFlops && nblocks < 2 * nt;
+}
+}  // namespace
+
 void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h, const float* w1,
                 const float* b1, const float* w2, const float* b2, const float* gamma, const float* sample_scale,
                 float* y, float* hidden_out, const PackedWeight* w1_packed, const PackedWeight* w2_packed) {
   const int64_t rows = batch * t;
   const int64_t mb = rows_per_block(h);
-  int64_t nblocks = (rows + mb - 1) / mb;
   const int nt = g_threads;
-  const bool tiny = 4 * rows * c * h < kSplitColumnsMinFlops;
-  if (nt == 1 || tiny || nblocks >= 2 * nt) {
-    // Many row blocks: each thread runs whole blocks (fc1 → GELU → fc2 → residual) in its own cache.
-    // Equal blocks, as many per thread: 256 rows as 80+80+80+16 left one core idle for a quarter of
-    // tiny's stage 4 at B=32 (157 ms against 138 ms balanced, C++ harness over PackedModel).
-    if (nt > 1 && !tiny) nblocks = (nblocks + nt - 1) / nt * nt;
-    const int64_t block_rows = (rows + nblocks - 1) / nblocks;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && nblocks > 1 && !tiny)
-    for (int64_t blk = 0; blk < nblocks; ++blk) {
-      const int64_t r0 = std::min(rows, blk * block_rows);
-      const int64_t m = std::min(block_rows, rows - r0);
-      if (m > 0)
-        bottleneck_block(x, n, r0, m, t, c, h, w1, b1, w2, b2, gamma, sample_scale, y, hidden_out, w1_packed,
-                         w2_packed);
-    }
+  if (splits_columns(rows, c, h, nt)) {
+    float* act_buf = scratch(1, static_cast<size_t>(std::min(mb, rows) * h));
+    float* branch_buf = scratch(2, static_cast<size_t>(std::min(mb, rows) * c));
+#pragma omp parallel num_threads(nt)
+    bottleneck_columns_team(x, n, rows, t, c, h, mb, w1, b1, w2, b2, gamma, sample_scale, y, hidden_out, w1_packed,
+                            w2_packed, act_buf, branch_buf);
     return;
   }
-  // Few rows (batch 1): the team shares one row block and splits the weight columns instead, so each
-  // thread streams only its share of W1 and W2; the hidden block is shared through L2/L3.
-  // The calling thread's scratch serves the whole team (a fresh std::vector per call showed up as
-  // malloc/mmap and page faults at batch 1).
-  float* act_buf = scratch(1, static_cast<size_t>(std::min(mb, rows) * h));
+  // Many row blocks: each thread runs whole blocks (fc1 → GELU → fc2 → residual) in its own cache.
+  // Equal blocks, as many per thread: 256 rows as 80+80+80+16 left one core idle for a quarter of
+  // tiny's stage 4 at B=32 (157 ms against 138 ms balanced, C++ harness over PackedModel).
+  const bool tiny = 4 * rows * c * h < kSplitColumnsMinFlops;
+  int64_t nblocks = (rows + mb - 1) / mb;
+  if (nt > 1 && !tiny) nblocks = (nblocks + nt - 1) / nt * nt;
+  const int64_t block_rows = (rows + nblocks - 1) / nblocks;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && nblocks > 1 && !tiny)
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    const int64_t r0 = std::min(rows, blk * block_rows);
+    const int64_t m = std::min(block_rows, rows - r0);
+    if (m > 0)
+      bottleneck_block(x, n, r0, m, t, c, h, w1, b1, w2, b2, gamma, sample_scale, y, hidden_out, w1_packed,
+                       w2_packed);
+  }
+}
+
+void convnext_block(float* h, float* n, int64_t batch, int64_t t, int64_t c, const float* w_kc,
+                    const float* conv_bias, const float* norm_w, const float* norm_b, float eps, const float* w1,
+                    const float* b1, const float* w2, const float* b2, const float* gamma,
+                    const PackedWeight* w1_packed, const PackedWeight* w2_packed) {
+  const int64_t rows = batch * t, hidden = 4 * c;
+  const int nt = g_threads;
+  if (!splits_columns(rows, c, hidden, nt)) {
+    dwconv_layernorm(h, batch, t, c, w_kc, conv_bias, norm_w, norm_b, eps, n);
+    bottleneck(h, n, batch, t, c, hidden, w1, b1, w2, b2, gamma, nullptr, h, nullptr, w1_packed, w2_packed);
+    return;
+  }
+  // Batch 1: the conv rows and the column-split bottleneck share one parallel region, so a block wakes
+  // the team once instead of twice (the for loop's closing barrier publishes n to every thread).
+  const int64_t mb = rows_per_block(hidden);
+  float* act_buf = scratch(1, static_cast<size_t>(std::min(mb, rows) * hidden));
   float* branch_buf = scratch(2, static_cast<size_t>(std::min(mb, rows) * c));
 #pragma omp parallel num_threads(nt)
   {
-    const int parts = omp_get_num_threads(), index = omp_get_thread_num();
-    int64_t h0, h1, c0, c1;
-    split_range(h, parts, index, &h0, &h1);
-    split_range(c, parts, index, &c0, &c1);
-    for (int64_t r0 = 0; r0 < rows; r0 += mb) {
-      const int64_t m = std::min(mb, rows - r0);
-      float* act = act_buf;
-      float* pre = hidden_out != nullptr ? hidden_out + r0 * h : act;
-      linear_cols(m, c, n + r0 * c, c, w1, w1_packed, h0, h1, pre, h);
-      for (int64_t i = 0; i < m; ++i) detail::bias_gelu_span(pre + i * h + h0, b1 + h0, h1 - h0, act + i * h + h0);
-#pragma omp barrier
-      linear_cols(m, h, act, h, w2, w2_packed, c0, c1, branch_buf, c);
-      for (int64_t i = 0; i < m; ++i) {
-        const int64_t r = r0 + i;
-        const float s = sample_scale != nullptr ? sample_scale[r / t] : 1.f;
-        detail::residual_span(x + r * c + c0, branch_buf + i * c + c0, b2 + c0, gamma + c0, s, c1 - c0,
-                              y + r * c + c0);
-      }
-      // The next chunk overwrites act; after the last one the region's own closing barrier suffices.
-      if (r0 + mb < rows) {
-#pragma omp barrier
-      }
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* acc = scratch(0, static_cast<size_t>(c));
+      detail::dwconv_layernorm_row(h + (r / t) * t * c, t, c, r % t, w_kc, conv_bias, norm_w, norm_b, eps, acc,
+                                   n + r * c);
     }
+    bottleneck_columns_team(h, n, rows, t, c, hidden, mb, w1, b1, w2, b2, gamma, nullptr, h, nullptr, w1_packed,
+                            w2_packed, act_buf, branch_buf);
   }
 }
 

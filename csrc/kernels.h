@@ -31,6 +31,13 @@ void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_
                 float* y, float* hidden_out, const PackedWeight* w1_packed = nullptr,
                 const PackedWeight* w2_packed = nullptr);
 
+// One whole block in place: h ← h + gamma ⊙ (GELU(LayerNorm(dwconv7(h))·W1ᵀ + b1)·W2ᵀ + b2), hidden
+// width 4c, n: scratch [batch·t, c]. The same arithmetic as dwconv_layernorm then bottleneck.
+void convnext_block(float* h, float* n, int64_t batch, int64_t t, int64_t c, const float* w_kc,
+                    const float* conv_bias, const float* norm_w, const float* norm_b, float eps, const float* w1,
+                    const float* b1, const float* w2, const float* b2, const float* gamma,
+                    const PackedWeight* w1_packed, const PackedWeight* w2_packed);
+
 // out[rows, n] = a[rows, k] · wᵀ + bias, rows split over threads. With `packed` (from pack_weight) the
 // packed kernel runs and w is not read.
 void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out,

@@ -42,9 +42,9 @@ PackedBlock::PackedBlock(int64_t dim, float eps, const std::string& prefix, cons
 }
 
 void PackedBlock::forward(float* h, float* n, int64_t batch, int64_t t) const {
-  dwconv_layernorm(h, batch, t, dim_, dw_kc_.data(), dw_bias_.data(), norm_w_.data(), norm_b_.data(), eps_, n);
-  bottleneck(h, n, batch, t, dim_, 4 * dim_, fc1_w_.data(), fc1_b_.data(), fc2_w_.data(), fc2_b_.data(),
-             gamma_.data(), nullptr, h, nullptr, &fc1_packed_, &fc2_packed_);
+  convnext_block(h, n, batch, t, dim_, dw_kc_.data(), dw_bias_.data(), norm_w_.data(), norm_b_.data(), eps_,
+                 fc1_w_.data(), fc1_b_.data(), fc2_w_.data(), fc2_b_.data(), gamma_.data(), &fc1_packed_,
+                 &fc2_packed_);
 }
 
 PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths,

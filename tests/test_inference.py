@@ -89,6 +89,40 @@ def test_notices_replaced_parameters_and_dtype_moves():
     assert not np.allclose(first, session(x))
 
 
+def test_refresh_picks_up_writes_through_data():
+    # .data writes skip the version counter, so the tracking session cannot see them: refresh() must.
+    m = model()
+    session = inference.InferenceSession(m)
+    x = torch.randn(2, 20, 64)
+    first = session(x)
+    m.stages[3].blocks[0].mlp.fc1.weight.data.mul_(-2.0)
+    assert np.array_equal(session(x), first)  # the documented blind spot: still the packed weights
+    session.refresh()
+    after = session(x)
+    assert not np.allclose(first, after)
+    assert_close("after refresh()", expected(m, x), torch.from_numpy(after), TOLERANCE[torch.float32])
+
+
+def test_snapshot_session_ignores_changes_until_refresh():
+    m = model()
+    session = convnext_fast.convert(m).inference_session(track_weights=False)
+    x = torch.randn(3, 20, 96)
+    before = expected(session.model, x)
+    with torch.no_grad():
+        for p in session.model.parameters():
+            p.mul_(1.5)
+    assert_close("snapshot", before, torch.from_numpy(session(x)), TOLERANCE[torch.float32])
+    session.refresh()
+    assert_close(
+        "after refresh()", expected(session.model, x), torch.from_numpy(session(x)), TOLERANCE[torch.float32]
+    )
+
+
+def test_track_weights_must_be_a_bool():
+    with pytest.raises(TypeError, match="track_weights must be True or False"):
+        inference.InferenceSession(model(), track_weights="no")
+
+
 def test_train_mode_model_gives_eval_outputs():
     m = model(drop_path_rate=0.5).train()
     session = inference.InferenceSession(m)

@@ -5,13 +5,22 @@
 (a ``torch.library`` op call alone costs ~30–60 µs here, the whole atto forward ~0.6 ms). Every linear
 layer runs on weights packed once into panels for the AVX2 kernel (``csrc/packed_gemm.cpp``).
 
-Weight changes are noticed: every call compares each parameter's in-place version counter and storage
-pointer with those seen at packing time and repacks when any differs (after an optimizer step,
-``load_state_dict``, ``.to()`` ...); a parameter *replaced* on any module (``block.gamma = nn.Parameter(..)``,
-``load_state_dict(assign=True)``) is caught by a global parameter-registration hook. The parameter list is
-collected once at packing time: walking ``model.parameters()`` on every call cost 177 µs for atto, a third of
-its whole batch-1 forward, against ~19 µs for the checks on the cached list. The session always computes eval-mode outputs (no drop path), in
-float32, whatever the model's ``training`` flag or dtype.
+Weight changes are noticed (``track_weights=True``, the default): every call compares each parameter's
+in-place version counter and storage pointer with those seen at packing time and repacks when any differs
+(after an optimizer step, ``load_state_dict``, ``.to()`` ...); a parameter *replaced* on any module
+(``block.gamma = nn.Parameter(..)``, ``load_state_dict(assign=True)``) is caught by a global
+parameter-registration hook. Writes through ``param.data`` (``p.data.mul_(..)``, old-style EMA code) bypass
+autograd's version counter and cannot be seen: call :meth:`InferenceSession.refresh` after them.
+
+The check costs more than its 15 µs in isolation: right after a forward the 128 parameter objects of atto
+(their tensor, version counter and storage records) have been evicted from cache, and reading them cost
+30–60 µs in an interleaved loop, against a ~0.7 ms forward. A caller whose weights are fixed (the live
+loop, which loads a checkpoint once) passes ``track_weights=False``: the session then snapshots the
+weights and repacks only on :meth:`~InferenceSession.refresh`. The parameter list is collected once at
+packing time either way (walking ``model.parameters()`` on every call cost 177 µs for atto).
+
+The session always computes eval-mode outputs (no drop path), in float32, whatever the model's
+``training`` flag or dtype.
 """
 
 from __future__ import annotations
@@ -46,15 +55,20 @@ def _signature(params: list[torch.Tensor]) -> tuple:
 class InferenceSession:
     """Callable ``session(x)``: ``x`` ``[B, C_in, T]`` (numpy array or tensor) → numpy ``[B, out]`` float32.
 
-    Falls back to the model's own eager forward when the C++ extension is not built.
+    ``track_weights``: repack automatically when the model's weights change (default), or snapshot them
+    until :meth:`refresh` (fixed weights, saves the per-call check). Falls back to the model's own eager
+    forward, always on its current weights, when the C++ extension is not built.
     """
 
-    def __init__(self, model: reference.ConvNeXt1d):
+    def __init__(self, model: reference.ConvNeXt1d, *, track_weights: bool = True):
         if not isinstance(model, reference.ConvNeXt1d):
             raise TypeError(
                 f"model must be a convnext_fast ConvNeXt1d (reference or fused), got {type(model).__name__}"
             )
+        if not isinstance(track_weights, bool):
+            raise TypeError(f"track_weights must be True or False, got {track_weights!r}")
         self.model = model
+        self.track_weights = track_weights
         cfg = model.config
         self.in_chans = cfg["in_chans"]
         self.num_outputs = cfg["num_classes"] if cfg["task"] == "classification" else cfg["num_outputs"]
@@ -68,6 +82,12 @@ class InferenceSession:
     @property
     def uses_cpp(self) -> bool:
         return self._packed is not None
+
+    def refresh(self) -> None:
+        """Repack the model's current weights (needed after ``param.data`` writes, or with
+        ``track_weights=False`` after any change)."""
+        if _C is not None:
+            self._pack()
 
     def _pack(self) -> None:
         cfg = self.model.config
@@ -115,7 +135,9 @@ class InferenceSession:
                     return self.model(torch.from_numpy(x)).float().numpy()
             finally:
                 self.model.train(was_training)
-        if _registrations != self._registrations_seen or _signature(self._params) != self._signature:
+        if self.track_weights and (
+            _registrations != self._registrations_seen or _signature(self._params) != self._signature
+        ):
             self._pack()
         out = np.empty((x.shape[0], self.num_outputs), dtype=np.float32)
         self._packed.forward(x, out)

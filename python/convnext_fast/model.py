@@ -92,11 +92,12 @@ class ConvNeXt1d(reference.ConvNeXt1d):
                 )
         return h
 
-    def inference_session(self):
-        """A :class:`convnext_fast.inference.InferenceSession` over this model (one C++ call per forward)."""
+    def inference_session(self, *, track_weights: bool = True):
+        """A :class:`convnext_fast.inference.InferenceSession` over this model (one C++ call per forward);
+        ``track_weights=False`` snapshots the weights (see the session's docs)."""
         from .inference import InferenceSession
 
-        return InferenceSession(self)
+        return InferenceSession(self, track_weights=track_weights)
 
 
 def create(variant: str, **kwargs) -> ConvNeXt1d:
