@@ -3,8 +3,24 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
+#include <utility>
 
 namespace convnext_fast {
+
+namespace {
+bool g_avx512 = __builtin_cpu_supports("avx512f");
+}  // namespace
+
+bool packed_gemm_avx512_supported() { return __builtin_cpu_supports("avx512f"); }
+
+bool set_packed_gemm_avx512(bool on) {
+  const bool before = g_avx512;
+  g_avx512 = on && packed_gemm_avx512_supported();
+  return before;
+}
+
+bool packed_gemm_uses_avx512() { return g_avx512; }
 
 PackedWeight pack_weight(const float* w, int64_t n, int64_t k) {
   PackedWeight p;
@@ -90,10 +106,90 @@ using TileFn = void (*)(const float*, int64_t, const float*, int64_t, const floa
                        const char*, int64_t);
 constexpr TileFn kTiles[7] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>};
 constexpr int64_t kMaxRows = 6;
+
+// The AVX-512 kernel: MR rows × NP panels (16·NP columns), one 16-float register per row and panel.
+// Two panels per step (2·MR accumulators + 2 weight registers + 1 broadcast fit the 32 zmm registers for
+// MR ≤ 12) keep the broadcasts at one per two FMAs; with one panel a step would issue a load per FMA.
+// Same prefetch scheme as above; pf_lines can exceed k here (a strip is 2k lines), hence the while.
+constexpr int64_t kMaxRows512 = 12;
+
+__mmask16 lane_mask(int64_t cols) {
+  return cols >= 16 ? static_cast<__mmask16>(0xFFFF)
+                    : static_cast<__mmask16>((1u << static_cast<unsigned>(std::max<int64_t>(cols, 0))) - 1u);
+}
+
+template <int MR, int NP>
+__attribute__((target("avx512f"))) void tile512(const float* a, int64_t lda, const float* panel, int64_t k,
+                                                const float* bias, float* c, int64_t ldc, int64_t cols,
+                                                const char* pf, int64_t pf_lines) {
+  const __mmask16 m0 = lane_mask(cols), m1 = NP == 2 ? lane_mask(cols - kPanel) : 0;
+  // Masked loads fault only on enabled lanes: a partial last panel never reads past the bias vector.
+  const __m512 init0 = bias != nullptr ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 init1 = NP == 2 && bias != nullptr ? _mm512_maskz_loadu_ps(m1, bias + kPanel) : _mm512_setzero_ps();
+  const float* panel1 = panel + k * kPanel;
+  __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = init0;
+    acc1[r] = init1;
+  }
+  int64_t due = 0;
+  for (int64_t p = 0; p < k; ++p) {
+    due += pf_lines;
+    while (due >= k) {
+      due -= k;
+      _mm_prefetch(pf, _MM_HINT_T0);
+      pf += kCacheLine;
+    }
+    const __m512 w0 = _mm512_loadu_ps(panel + p * kPanel);
+    const __m512 w1 = NP == 2 ? _mm512_loadu_ps(panel1 + p * kPanel) : w0;
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r * lda + p]);
+      acc0[r] = _mm512_fmadd_ps(av, w0, acc0[r]);
+      if (NP == 2) acc1[r] = _mm512_fmadd_ps(av, w1, acc1[r]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    _mm512_mask_storeu_ps(c + r * ldc, m0, acc0[r]);
+    if (NP == 2) _mm512_mask_storeu_ps(c + r * ldc + kPanel, m1, acc1[r]);
+  }
+}
+
+template <int NP, size_t... R>
+constexpr std::array<TileFn, sizeof...(R) + 1> tiles512(std::index_sequence<R...>) {
+  return {nullptr, tile512<static_cast<int>(R) + 1, NP>...};
+}
+constexpr auto kTiles512One = tiles512<1>(std::make_index_sequence<kMaxRows512>());
+constexpr auto kTiles512Two = tiles512<2>(std::make_index_sequence<kMaxRows512>());
+
+void packed_gemm_avx512(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
+                        const float* bias, float* c, int64_t ldc) {
+  const int64_t tiles = (m + kMaxRows512 - 1) / kMaxRows512;
+  for (int64_t p = p0; p < p1; p += 2) {
+    const int64_t np = std::min<int64_t>(2, p1 - p);
+    const float* panel = w.panels.data() + p * w.k * kPanel;
+    const int64_t col0 = p * kPanel, cols = std::min(np * kPanel, w.n - col0);
+    const float* strip_bias = bias != nullptr ? bias + col0 : nullptr;
+    const char* next = reinterpret_cast<const char*>(panel + np * w.k * kPanel);
+    const int64_t next_lines = p + np >= p1 ? 0 : std::min<int64_t>(2, p1 - p - np) * w.k;
+    const auto& table = np == 2 ? kTiles512Two : kTiles512One;
+    int64_t r = 0;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t left = m - r, rows = (left + (tiles - t) - 1) / (tiles - t);
+      const int64_t line0 = t * next_lines / tiles, line1 = (t + 1) * next_lines / tiles;
+      table[rows](a + r * lda, lda, panel, w.k, strip_bias, c + r * ldc + col0, ldc, cols,
+                  next + line0 * kCacheLine, line1 - line0);
+      r += rows;
+    }
+  }
+}
 }  // namespace
 
 void packed_gemm(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
                  const float* bias, float* c, int64_t ldc) {
+  if (g_avx512) return packed_gemm_avx512(a, m, lda, w, p0, p1, bias, c, ldc);
   // Rows are cut into tiles of nearly equal height (8 rows → 4 + 4, not 6 + 2): a 2-row tile does
   // 4 FMAs per 4 loads and would run at half speed.
   const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;

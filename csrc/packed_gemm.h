@@ -4,7 +4,7 @@
 // costs as much as the multiply; with the panels packed ahead of time the kernel streams the weights
 // straight from memory. Single-threaded one-core figures against OpenBLAS are in benchmarks/README.md
 // ("packed GEMM"): faster at every shape the models use except N = 40 (atto's fc2, 17% padding).
-// AVX2+FMA only, chosen at run time; callers fall back to OpenBLAS on older CPUs.
+// AVX-512F or AVX2+FMA, chosen at run time; callers fall back to OpenBLAS on older CPUs.
 #include <cstdint>
 #include <vector>
 
@@ -22,6 +22,13 @@ struct PackedWeight {
 PackedWeight pack_weight(const float* w, int64_t n, int64_t k);
 
 bool packed_gemm_supported();  // this CPU has AVX2 and FMA
+
+// Where the CPU has AVX-512F the kernel uses 16-float registers (two panels per step); elsewhere AVX2.
+// set_packed_gemm_avx512(false) forces the AVX2 kernel (tests cover both; benchmarks compare them) and
+// returns the previous choice; asking for AVX-512 on a CPU without it keeps AVX2.
+bool packed_gemm_avx512_supported();
+bool set_packed_gemm_avx512(bool on);
+bool packed_gemm_uses_avx512();
 
 // c[m, cols of panels [p0, p1)] = a[m, k] · wᵀ (+ bias[col] when bias is not null). ldc is c's row
 // stride; only columns < n are written, so c may be exactly n wide.

@@ -135,11 +135,16 @@ void register_kernels(py::module_& m) {
   m.def("linear", &py_linear, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         "out[rows, N] = x[rows, K]·weight[N, K]ᵀ + bias (OpenBLAS, rows or columns split over threads).");
   py::class_<PackedLinear>(m, "PackedLinear",
-                           "out = x·Wᵀ + b over W packed once into 16-column panels (AVX2/FMA kernel; OpenBLAS "
-                           "on CPUs without AVX2).")
+                           "out = x·Wᵀ + b over W packed once into 16-column panels (AVX-512 or AVX2/FMA kernel; "
+                           "OpenBLAS on CPUs without AVX2).")
       .def(py::init(&make_packed_linear), py::arg("weight"), py::arg("bias"))
       .def("forward", &py_packed_linear, py::arg("x"), py::arg("out"), "x[rows, K] → out[rows, N].")
       .def_property_readonly("packed", [](const PackedLinear& lin) { return !lin.packed.empty(); });
+  m.def("packed_gemm_avx512_supported", &packed_gemm_avx512_supported, "This CPU has AVX-512F.");
+  m.def("packed_gemm_uses_avx512", &packed_gemm_uses_avx512, "The packed GEMM runs its AVX-512 kernel.");
+  m.def("set_packed_gemm_avx512", &set_packed_gemm_avx512, py::arg("on"),
+        "Choose the packed GEMM's AVX-512 kernel (default where supported) or the AVX2 one; returns the "
+        "previous choice. For tests and benchmarks.");
   m.def("gelu", &py_gelu, py::arg("x"), py::arg("out"), "Exact-erf GELU of a 1-D array.");
   m.def("get_num_threads", &num_threads, "Threads the kernels' OpenMP loops use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the threads the kernels' OpenMP loops use.");

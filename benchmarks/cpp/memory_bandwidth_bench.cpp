@@ -1,5 +1,6 @@
-// Read bandwidth from DRAM with 1 and 2 threads (256 MiB, far beyond the L3): the floor for a batch-1
-// forward of a model whose weights do not fit in cache (tiny: 105 MB of float32 weights per forward).
+// Read bandwidth with 1 and 2 threads over a buffer of [MiB] (default 256, beyond the L3 of the AMD host):
+// the floor for a batch-1 forward, which streams every weight once (atto: 15 MB, tiny: 105 MB of float32).
+//   memory_bandwidth_bench [MiB]
 #include <immintrin.h>
 #include <omp.h>
 
@@ -8,8 +9,9 @@
 #include <cstdio>
 #include <cstdlib>
 
-int main() {
-  const size_t n = (size_t(256) << 20) / sizeof(float);
+int main(int argc, char** argv) {
+  const size_t mib = argc > 1 ? size_t(std::max(1, std::atoi(argv[1]))) : 256;
+  const size_t n = (mib << 20) / sizeof(float);
   float* a = static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)));
   for (size_t i = 0; i < n; ++i) a[i] = 1.f;
   for (int threads = 1; threads <= 2; ++threads) {
@@ -36,8 +38,8 @@ int main() {
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       sink += total;
     }
-    std::printf("%d thread(s): %.1f GB/s read (best of 8 passes over 256 MiB; checksum %.0f)\n", threads,
-                n * sizeof(float) / best / 1e9, double(sink));
+    std::printf("%d thread(s): %.1f GB/s read (best of 8 passes over %zu MiB; checksum %.0f)\n", threads,
+                n * sizeof(float) / best / 1e9, mib, double(sink));
   }
   std::free(a);
 }

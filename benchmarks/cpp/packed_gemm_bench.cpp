@@ -1,6 +1,7 @@
-// One-core GEMM timings at the models' shapes: the packed AVX2 kernel against OpenBLAS (which re-packs
-// the weight on every call). "hot" repeats one weight (cache-resident); "L3" cycles through copies of it
-// that together fill ~24 MiB, so the kernel streams the weight from the last-level cache.
+// One-core GEMM timings at the models' shapes: the packed kernel (AVX2, and AVX-512 where the CPU has it)
+// against OpenBLAS (which re-packs the weight on every call). "hot" repeats one weight (cache-resident);
+// "L3" cycles through copies of it that together fill ~24 MiB, so the kernel streams the weight from the
+// last-level cache.
 #include <cblas.h>
 
 #include <algorithm>
@@ -39,7 +40,10 @@ int main() {
                           {8, 1280, 320},  {80, 768, 3072}, {80, 3072, 768}, {168, 384, 1536}, {512, 96, 384}};
   std::mt19937 gen(1);
   std::uniform_real_distribution<float> uni(-0.5f, 0.5f);
-  std::printf("%-22s %18s %18s %18s %9s\n", "shape", "openblas", "packed hot", "packed L3", "max err");
+  const bool avx512 = convnext_fast::packed_gemm_avx512_supported();
+  std::printf("%-22s %18s %18s %18s", "shape", "openblas", "avx2 hot", "avx2 L3");
+  if (avx512) std::printf(" %18s %18s", "avx512 hot", "avx512 L3");
+  std::printf(" %9s\n", "max err");
   for (const Shape& s : shapes) {
     std::vector<float> a(size_t(s.m) * s.k), w(size_t(s.n) * s.k), c_ref(size_t(s.m) * s.n), c(size_t(s.m) * s.n);
     for (float& v : a) v = uni(gen);
@@ -56,21 +60,26 @@ int main() {
                             s.k, 0.f, c_ref.data(), s.n);
         },
         reps);
-    const double t_hot = min_us(
-        [&] { convnext_fast::packed_gemm(a.data(), s.m, s.k, packed[0], 0, panels, nullptr, c.data(), s.n); }, reps);
-    int next = 0;
-    const double t_l3 = min_us(
-        [&] {
-          convnext_fast::packed_gemm(a.data(), s.m, s.k, packed[next], 0, panels, nullptr, c.data(), s.n);
-          next = (next + 1) % copies;
-        },
-        reps * 2);
-    double err = 0;
-    for (size_t i = 0; i < c.size(); ++i) err = std::max(err, double(std::fabs(c[i] - c_ref[i])));
     const double gf = 2.0 * s.m * s.k * s.n / 1e3;
     char name[64];
     std::snprintf(name, sizeof name, "M=%d K=%d N=%d", s.m, s.k, s.n);
-    std::printf("%-22s %8.1f us %5.1f GF %8.1f us %5.1f GF %8.1f us %5.1f GF %9.1e\n", name, t_blas, gf / t_blas,
-                t_hot, gf / t_hot, t_l3, gf / t_l3, err);
+    std::printf("%-22s %8.1f us %5.1f GF", name, t_blas, gf / t_blas);
+    double err = 0;
+    for (int use_avx512 = 0; use_avx512 <= int(avx512); ++use_avx512) {
+      convnext_fast::set_packed_gemm_avx512(use_avx512 != 0);
+      const double t_hot = min_us(
+          [&] { convnext_fast::packed_gemm(a.data(), s.m, s.k, packed[0], 0, panels, nullptr, c.data(), s.n); },
+          reps);
+      int next = 0;
+      const double t_l3 = min_us(
+          [&] {
+            convnext_fast::packed_gemm(a.data(), s.m, s.k, packed[next], 0, panels, nullptr, c.data(), s.n);
+            next = (next + 1) % copies;
+          },
+          reps * 2);
+      for (size_t i = 0; i < c.size(); ++i) err = std::max(err, double(std::fabs(c[i] - c_ref[i])));
+      std::printf(" %8.1f us %5.1f GF %8.1f us %5.1f GF", t_hot, gf / t_hot, t_l3, gf / t_l3);
+    }
+    std::printf(" %9.1e\n", err);
   }
 }

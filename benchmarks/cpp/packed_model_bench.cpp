@@ -1,5 +1,6 @@
 // A whole PackedModel forward (what InferenceSession runs) with no Python in the loop:
-//   packed_model_bench {atto|tiny} [calls=200] [batch=1]     (C_in=20, T=256, OMP_NUM_THREADS threads)
+//   packed_model_bench {atto|tiny} [calls=200] [batch=1] [avx2]   (C_in=20, T=256, OMP_NUM_THREADS threads)
+// "avx2" forces the packed GEMM's AVX2 kernel on a CPU that has AVX-512.
 // Weights are random normal (std 0.05), the input random normal (std 1).
 #include <algorithm>
 #include <chrono>
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   const std::string variant = argc > 1 ? argv[1] : "atto";
   const int calls = argc > 2 ? std::atoi(argv[2]) : 200;
   const int64_t batch = argc > 3 ? std::atoll(argv[3]) : 1;
+  if (argc > 4 && std::string(argv[4]) == "avx2") convnext_fast::set_packed_gemm_avx512(false);
   if (variant != "atto" && variant != "tiny") {
     std::fprintf(stderr, "variant must be atto or tiny\n");
     return 2;
@@ -46,6 +48,7 @@ int main(int argc, char** argv) {
     best = std::min(best, ms);
     total += ms;
   }
-  std::printf("%s B=%lld: min %.3f ms, mean %.3f ms over %d calls\n", variant.c_str(), (long long)batch, best,
+  std::printf("%s B=%lld %s: min %.3f ms, mean %.3f ms over %d calls\n", variant.c_str(), (long long)batch,
+              convnext_fast::packed_gemm_uses_avx512() ? "avx512" : "avx2", best,
               total / calls, calls);
 }

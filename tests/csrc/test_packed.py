@@ -1,5 +1,5 @@
-"""The inference session's packed pieces straight from numpy: ``PackedLinear`` (the AVX2 panel GEMM of
-csrc/packed_gemm.cpp, every row-tile height and partial last panel) and ``PackedBlock`` (one block as
+"""The inference session's packed pieces straight from numpy: ``PackedLinear`` (the panel GEMM of
+csrc/packed_gemm.cpp, its AVX2 and AVX-512 kernels, every row-tile height and partial last panel) and ``PackedBlock`` (one block as
 the session runs it), against float64 numpy oracles with NaN-poisoned outputs."""
 
 from __future__ import annotations
@@ -23,13 +23,27 @@ def threads(request):
     _C.set_num_threads(before)
 
 
-# rows: 1…7 hit every tile height and the 4+4 split of 8; 13 and 64 mixed tiles; 200 the row split over
-# threads. (n, k): n not a multiple of 16 (partial last panel, masked bias load and store), k odd.
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 13, 64, 200])
+@pytest.fixture(params=["avx2", "avx512"])
+def isa(request):
+    """Runs the test on each packed-GEMM kernel this CPU can execute."""
+    want = request.param == "avx512"
+    if want and not _C.packed_gemm_avx512_supported():
+        pytest.skip("this CPU has no AVX-512F")
+    before = _C.set_packed_gemm_avx512(want)
+    assert _C.packed_gemm_uses_avx512() == want
+    yield request.param
+    _C.set_packed_gemm_avx512(before)
+
+
+# rows: 1…7 hit every AVX2 tile height and the 4+4 split of 8; 11, 12 and 13 the AVX-512 tile heights
+# and their 7+6 split; 64 mixed tiles; 200 the row split over threads. (n, k): n not a multiple of 16
+# (partial last panel, masked bias load and store), one panel (n3), a partial second panel in a two-panel
+# AVX-512 step (n20), an odd panel count (n100: the last step has one panel), k odd.
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 64, 200])
 @pytest.mark.parametrize(
     ("n", "k"), [(3, 40), (20, 33), (100, 97), (1536, 384)], ids=["n3", "n20", "n100", "n1536"]
 )
-def test_packed_linear_matches_float64(rows, n, k, threads, rng):
+def test_packed_linear_matches_float64(rows, n, k, threads, isa, rng):
     w, b = f32(rng.standard_normal((n, k)) / math.sqrt(k)), f32(rng.standard_normal(n))
     x = f32(rng.standard_normal((rows, k)))
     lin = _C.PackedLinear(w, b)
@@ -38,7 +52,7 @@ def test_packed_linear_matches_float64(rows, n, k, threads, rng):
     assert rel_err(x.astype(np.float64) @ w.T.astype(np.float64) + b, out) <= 1e-5
 
 
-def test_packed_linear_writes_only_its_columns(rng):
+def test_packed_linear_writes_only_its_columns(isa, rng):
     """A partial last panel must not write past column n: the row after each output row stays intact."""
     w, b = f32(rng.standard_normal((20, 8))), f32(rng.standard_normal(20))
     x = f32(rng.standard_normal((5, 8)))
@@ -49,7 +63,7 @@ def test_packed_linear_writes_only_its_columns(rng):
     assert rel_err(x.astype(np.float64) @ w.T + b, buf[:100].reshape(5, 20)) <= 1e-5
 
 
-def test_packed_linear_nan_stays_in_its_row(rng):
+def test_packed_linear_nan_stays_in_its_row(isa, rng):
     w, b = f32(rng.standard_normal((40, 24))), f32(rng.standard_normal(40))
     x = f32(rng.standard_normal((9, 24)))
     x[4, 7] = np.nan
@@ -84,7 +98,7 @@ def block_weights(rng, c: int) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize(("b", "t", "c"), [(1, 16, 384), (1, 9, 20), (3, 37, 40), (2, 130, 100)])
-def test_packed_block_matches_float64(b, t, c, threads, rng):
+def test_packed_block_matches_float64(b, t, c, threads, isa, rng):
     wts = block_weights(rng, c)
     x = f32(rng.standard_normal((b, t, c)))
     n = dwconv_layernorm64(
