@@ -49,10 +49,13 @@ float* scratch(int slot, size_t count) {
 // Row blocks of one thread each need this many flops before a split of the weight columns across the team
 // pays for its two barriers; below it the block runs on one thread. On this shared 2-core machine a barrier
 // can cost a scheduler time slice (ms) when another process holds the other core. 1 MFLOP (with the
-// 4096 above) measured best with the packed kernel: atto B=1 min 0.57 ms against 0.65 ms at the earlier
+// 4096 above) measured best with the AVX2 packed kernel on the AMD host: atto B=1 min 0.57 ms against 0.65 ms at the earlier
 // 4 MFLOP / 32768, and 0.58–0.60 ms with every block split (C++ harness over PackedModel, 2000 calls,
-// two interleaved passes; see benchmarks/README.md).
-constexpr int64_t kSplitColumnsMinFlops = 1'000'000;
+// two interleaved passes; see benchmarks/README.md). With the AVX-512 kernel (Intel host, ~1.5× the
+// AVX2 kernel's flops) the break-even moves up: 4 MFLOP, which keeps atto's stages 1-2 on one thread,
+// gave atto B=1 min 0.634/0.657/0.647 ms against 0.659/0.672/0.660 ms at 1 MFLOP (three interleaved
+// passes of 1500 calls), and 8 MFLOP 0.75-0.77 ms.
+int64_t split_columns_min_flops() { return packed_gemm_uses_avx512() ? 4'000'000 : 1'000'000; }
 
 // c[:, n0:n1] = a · w[n0:n1]ᵀ through the packed kernel when the weight was packed (the inference session),
 // else OpenBLAS. n0 and n1 are multiples of kPanel or n1 == n (split_range rounds to 16).
@@ -302,7 +305,7 @@ void bottleneck_columns_team(const float* x, const float* n, int64_t rows, int64
 // The column split pays two barriers per row block; below this much work a single thread is faster.
 bool splits_columns(int64_t rows, int64_t c, int64_t h, int nt) {
   const int64_t nblocks = (rows + rows_per_block(h) - 1) / rows_per_block(h);
-  return nt > 1 && 4 * rows * c * h >= kSplitColumnsMinFlops && nblocks < 2 * nt;
+  return nt > 1 && 4 * rows * c * h >= split_columns_min_flops() && nblocks < 2 * nt;
 }
 }  // namespace
 
@@ -323,7 +326,7 @@ void bottleneck(const float* x, const float* n, int64_t batch, int64_t t, int64_
   // Many row blocks: each thread runs whole blocks (fc1 → GELU → fc2 → residual) in its own cache.
   // Equal blocks, as many per thread: 256 rows as 80+80+80+16 left one core idle for a quarter of
   // tiny's stage 4 at B=32 (157 ms against 138 ms balanced, C++ harness over PackedModel).
-  const bool tiny = 4 * rows * c * h < kSplitColumnsMinFlops;
+  const bool tiny = 4 * rows * c * h < split_columns_min_flops();
   int64_t nblocks = (rows + mb - 1) / mb;
   if (nt > 1 && !tiny) nblocks = (nblocks + nt - 1) / nt * nt;
   const int64_t block_rows = (rows + nblocks - 1) / nblocks;

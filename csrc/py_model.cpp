@@ -47,6 +47,28 @@ void register_model(py::module_& m) {
             self.forward(cdata(x), batch, t, mdata(out));
           },
           py::arg("x"), py::arg("out"), "x: [B, in_chans, T] float32 → out: [B, num_outputs].")
+      .def(
+          "try_forward",
+          // The session's fast path, with no Python in between: every Python-level step after a forward
+          // runs on a cache the weights have just swept (see convnext_fast.inference).
+          [](const PackedModel& self, const py::handle& x_) -> py::object {
+            if (!py::isinstance<py::array>(x_)) return py::none();
+            auto x = py::reinterpret_borrow<py::array>(x_);
+            if (!x.dtype().is(py::dtype::of<float>()) || x.ndim() != 3 || !(x.flags() & py::array::c_style))
+              return py::none();
+            const int64_t batch = x.shape(0), t = x.shape(2);
+            if (batch < 1 || x.shape(1) != self.in_chans() || t < PackedModel::kTotalStride) return py::none();
+            py::array_t<float> out({batch, self.num_outputs()});
+            float* dst = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              self.forward(cdata(x), batch, t, dst);
+            }
+            return std::move(out);
+          },
+          py::arg("x"),
+          "x: a C-contiguous float32 [B >= 1, in_chans, T >= 32] array → a new [B, num_outputs] array; any "
+          "other x → None (nothing computed), for the caller to convert or reject.")
       .def_property_readonly("in_chans", &PackedModel::in_chans)
       .def_property_readonly("num_outputs", &PackedModel::num_outputs);
 

@@ -126,19 +126,24 @@ class InferenceSession:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        x = self._as_input(x)
         if self._packed is None:
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                with torch.no_grad():
-                    return self.model(torch.from_numpy(x)).float().numpy()
-            finally:
-                self.model.train(was_training)
+            return self._eager(self._as_input(x))
         if self.track_weights and (
             _registrations != self._registrations_seen or _signature(self._params) != self._signature
         ):
             self._pack()
-        out = np.empty((x.shape[0], self.num_outputs), dtype=np.float32)
-        self._packed.forward(x, out)
+        # A ready float32 array goes straight to C++ (which checks it and returns None if it is not
+        # ready); anything else is converted, or rejected with a message naming the problem, first.
+        out = self._packed.try_forward(x)
+        if out is None:
+            out = self._packed.try_forward(self._as_input(x))
         return out
+
+    def _eager(self, x: np.ndarray) -> np.ndarray:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.model(torch.from_numpy(x)).float().numpy()
+        finally:
+            self.model.train(was_training)
