@@ -48,7 +48,7 @@ def test_train_step(benchmark, impl):
         opt.step()
 
     step()
-    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=15, iterations=1, warmup_rounds=1)
 
 
 RSS_SCRIPT = """

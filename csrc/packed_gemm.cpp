@@ -12,15 +12,15 @@ namespace {
 bool g_avx512 = __builtin_cpu_supports("avx512f");
 }  // namespace
 
-bool packed_gemm_avx512_supported() { return __builtin_cpu_supports("avx512f"); }
+bool avx512_supported() { return __builtin_cpu_supports("avx512f"); }
 
-bool set_packed_gemm_avx512(bool on) {
+bool set_use_avx512(bool on) {
   const bool before = g_avx512;
-  g_avx512 = on && packed_gemm_avx512_supported();
+  g_avx512 = on && avx512_supported();
   return before;
 }
 
-bool packed_gemm_uses_avx512() { return g_avx512; }
+bool uses_avx512() { return g_avx512; }
 
 PackedWeight pack_weight(const float* w, int64_t n, int64_t k) {
   PackedWeight p;

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   const std::string variant = argc > 1 ? argv[1] : "atto";
   const int calls = argc > 2 ? std::atoi(argv[2]) : 200;
   const int64_t batch = argc > 3 ? std::atoll(argv[3]) : 1;
-  if (argc > 4 && std::string(argv[4]) == "avx2") convnext_fast::set_packed_gemm_avx512(false);
+  if (argc > 4 && std::string(argv[4]) == "avx2") convnext_fast::set_use_avx512(false);
   if (variant != "atto" && variant != "tiny") {
     std::fprintf(stderr, "variant must be atto or tiny\n");
     return 2;
@@ -49,6 +49,6 @@ int main(int argc, char** argv) {
     total += ms;
   }
   std::printf("%s B=%lld %s: min %.3f ms, mean %.3f ms over %d calls\n", variant.c_str(), (long long)batch,
-              convnext_fast::packed_gemm_uses_avx512() ? "avx512" : "avx2", best,
+              convnext_fast::uses_avx512() ? "avx512" : "avx2", best,
               total / calls, calls);
 }
