@@ -3,7 +3,7 @@
 ``InferenceSession(model)`` copies the model's weights into :class:`convnext_fast._C.PackedModel` once
 (re-laid-out for the kernels). Each call then costs one Python→C++ transition instead of a dispatch per op
 (a ``torch.library`` op call alone costs ~30–60 µs here, the whole atto forward ~0.6 ms). Every linear
-layer runs on weights packed once into panels for the AVX2 kernel (``csrc/packed_gemm.cpp``).
+layer runs on weights packed once into panels for the AVX-512 or AVX2 kernel (``csrc/packed_gemm.cpp``).
 
 Weight changes are noticed (``track_weights=True``, the default): every call compares each parameter's
 in-place version counter and storage pointer with those seen at packing time and repacks when any differs
@@ -12,12 +12,13 @@ in-place version counter and storage pointer with those seen at packing time and
 parameter-registration hook. Writes through ``param.data`` (``p.data.mul_(..)``, old-style EMA code) bypass
 autograd's version counter and cannot be seen: call :meth:`InferenceSession.refresh` after them.
 
-The check costs more than its 15 µs in isolation: right after a forward the 128 parameter objects of atto
-(their tensor, version counter and storage records) have been evicted from cache, and reading them cost
-30–60 µs in an interleaved loop, against a ~0.7 ms forward. A caller whose weights are fixed (the live
-loop, which loads a checkpoint once) passes ``track_weights=False``: the session then snapshots the
-weights and repacks only on :meth:`~InferenceSession.refresh`. The parameter list is collected once at
-packing time either way (walking ``model.parameters()`` on every call cost 177 µs for atto).
+The check costs more than its 15 µs in isolation: right after a forward the 128 parameter records of atto
+(tensor, version counter, storage) have been evicted from cache by the weights, and at atto batch 1 the
+tracking session ran 58–60 µs (8–9%) behind the snapshot one (benchmarks/README.md). A caller whose weights
+are fixed (the live loop, which loads a checkpoint once) passes ``track_weights=False``: the session then
+snapshots the weights and repacks only on :meth:`~InferenceSession.refresh`. The parameter list is
+collected once at packing time either way (walking ``model.parameters()`` on every call cost 177 µs for
+atto).
 
 The session always computes eval-mode outputs (no drop path), in float32, whatever the model's
 ``training`` flag or dtype.
