@@ -139,36 +139,6 @@ __attribute__((target("avx2,fma"))) static void bias_gelu_span_avx2(float* h, co
   }
 }
 
-// The same again sixteen lanes wide, for CPUs with AVX-512F (the bias + GELU pass was 6% of an atto
-// batch-1 forward on one core under perf with the AVX2 version).
-__attribute__((target("avx512f"))) static inline __m512 gelu_erf16(__m512 v) {
-  const __m512 x = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, _mm512_set1_ps(kSqrtHalf)), _mm512_set1_ps(4.f)),
-                                 _mm512_set1_ps(-4.f));
-  const __m512 x2 = _mm512_mul_ps(x, x);
-  __m512 p = _mm512_set1_ps(kErfP[0]), q = _mm512_set1_ps(kErfQ[0]);
-  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(kErfP[i]));
-  for (int i = 1; i < 5; ++i) q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(kErfQ[i]));
-  const __m512 erf = _mm512_div_ps(_mm512_mul_ps(p, x), q);
-  const __m512 half_v = _mm512_mul_ps(_mm512_set1_ps(0.5f), v);
-  return _mm512_fmadd_ps(half_v, erf, half_v);
-}
-
-__attribute__((target("avx512f"))) static void bias_gelu_span_avx512(float* h, const float* bias, int64_t n,
-                                                                      float* act) {
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_add_ps(_mm512_loadu_ps(h + i), _mm512_loadu_ps(bias + i));
-    _mm512_storeu_ps(h + i, v);
-    _mm512_storeu_ps(act + i, gelu_erf16(v));
-  }
-  if (i < n) {  // the tail through masked lanes (loads fault only on enabled lanes)
-    const __mmask16 m = static_cast<__mmask16>((1u << static_cast<unsigned>(n - i)) - 1u);
-    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, h + i), _mm512_maskz_loadu_ps(m, bias + i));
-    _mm512_mask_storeu_ps(h + i, m, v);
-    _mm512_mask_storeu_ps(act + i, m, gelu_erf16(v));
-  }
-}
-
 static const bool kHaveAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
 void gelu_span(const float* in, int64_t n, float* out) {
@@ -179,7 +149,6 @@ void gelu_span(const float* in, int64_t n, float* out) {
 // pre = h + bias is written back to h (kept for backward when h is the caller's hidden_out), and
 // act = GELU(pre). h and act may be the same buffer.
 void bias_gelu_span(float* h, const float* bias, int64_t n, float* act) {
-  if (uses_avx512()) return bias_gelu_span_avx512(h, bias, n, act);
   if (kHaveAvx2) return bias_gelu_span_avx2(h, bias, n, act);
   for (int64_t i = 0; i < n; ++i) {
     const float v = h[i] + bias[i];

@@ -46,6 +46,21 @@ namespace {
 // better (5.41–5.45 ms), nor was the L2 hint (5.45–5.53 ms).
 constexpr int64_t kCacheLine = 64;
 
+// `lines` lines from `next` on, one every k / lines of the tile's k steps (several per step when a tile
+// prefetches more lines than it has steps, as the AVX-512 kernel's two-panel strips can).
+struct SpreadPrefetch {
+  const char* next;
+  int64_t lines, k, due = 0;
+  void step() {
+    due += lines;
+    while (due >= k) {
+      due -= k;
+      _mm_prefetch(next, _MM_HINT_T0);
+      next += kCacheLine;
+    }
+  }
+};
+
 // MR rows × 16 columns: 2·MR accumulators + 2 weight registers + 1 broadcast fit the 16 ymm registers
 // for MR ≤ 6. Every loop over MR must be fully unrolled: GCC otherwise keeps the accumulator arrays in
 // memory and stores all 12 of them on every k step, which capped the first version of this kernel at
@@ -70,14 +85,9 @@ __attribute__((target("avx2,fma"))) void tile(const float* a, int64_t lda, const
     lo[r] = init_lo;
     hi[r] = init_hi;
   }
-  int64_t due = 0;
+  SpreadPrefetch prefetch{pf, pf_lines, k};
   for (int64_t p = 0; p < k; ++p) {
-    due += pf_lines;
-    if (due >= k) {
-      due -= k;
-      _mm_prefetch(pf, _MM_HINT_T0);
-      pf += kCacheLine;
-    }
+    prefetch.step();
     const __m256 w0 = _mm256_loadu_ps(panel + p * kPanel);
     const __m256 w1 = _mm256_loadu_ps(panel + p * kPanel + 8);
 #pragma GCC unroll 8
@@ -110,7 +120,9 @@ constexpr int64_t kMaxRows = 6;
 // The AVX-512 kernel: MR rows × NP panels (16·NP columns), one 16-float register per row and panel.
 // Two panels per step (2·MR accumulators + 2 weight registers + 1 broadcast fit the 32 zmm registers for
 // MR ≤ 12) keep the broadcasts at one per two FMAs; with one panel a step would issue a load per FMA.
-// Same prefetch scheme as above; pf_lines can exceed k here (a strip is 2k lines), hence the while.
+// Same prefetch scheme as above. Written out beside tile<> rather than templated over the vector width:
+// GCC will not inline AVX-512 intrinsics into a function whose target lacks AVX-512, and a template's
+// target attribute is the same for every instantiation.
 constexpr int64_t kMaxRows512 = 12;
 
 __mmask16 lane_mask(int64_t cols) {
@@ -133,14 +145,9 @@ __attribute__((target("avx512f"))) void tile512(const float* a, int64_t lda, con
     acc0[r] = init0;
     acc1[r] = init1;
   }
-  int64_t due = 0;
+  SpreadPrefetch prefetch{pf, pf_lines, k};
   for (int64_t p = 0; p < k; ++p) {
-    due += pf_lines;
-    while (due >= k) {
-      due -= k;
-      _mm_prefetch(pf, _MM_HINT_T0);
-      pf += kCacheLine;
-    }
+    prefetch.step();
     const __m512 w0 = _mm512_loadu_ps(panel + p * kPanel);
     const __m512 w1 = NP == 2 ? _mm512_loadu_ps(panel1 + p * kPanel) : w0;
 #pragma GCC unroll 16

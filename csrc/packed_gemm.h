@@ -23,10 +23,10 @@ PackedWeight pack_weight(const float* w, int64_t n, int64_t k);
 
 bool packed_gemm_supported();  // this CPU has AVX2 and FMA
 
-// Where the CPU has AVX-512F the packed GEMM uses 16-float registers (two panels per step) and the GELU
-// pass 16 lanes; elsewhere AVX2. set_use_avx512(false) forces the AVX2 kernels (tests cover both,
-// benchmarks compare them) and returns the previous choice; asking for AVX-512 on a CPU without it keeps
-// AVX2. Not for use while kernels are running.
+// Where the CPU has AVX-512F the packed GEMM uses 16-float registers (two panels per step); elsewhere
+// AVX2. set_use_avx512(false) forces the AVX2 kernel (tests cover both, benchmarks compare them) and
+// returns the previous choice; asking for AVX-512 on a CPU without it keeps AVX2. Not for use while
+// kernels are running.
 bool avx512_supported();
 bool set_use_avx512(bool on);
 bool uses_avx512();

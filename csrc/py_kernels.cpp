@@ -141,10 +141,10 @@ void register_kernels(py::module_& m) {
       .def("forward", &py_packed_linear, py::arg("x"), py::arg("out"), "x[rows, K] → out[rows, N].")
       .def_property_readonly("packed", [](const PackedLinear& lin) { return !lin.packed.empty(); });
   m.def("avx512_supported", &avx512_supported, "This CPU has AVX-512F.");
-  m.def("uses_avx512", &uses_avx512, "The packed GEMM and GELU run their AVX-512 kernels.");
+  m.def("uses_avx512", &uses_avx512, "The packed GEMM runs its AVX-512 kernel.");
   m.def("set_use_avx512", &set_use_avx512, py::arg("on"),
-        "Choose the AVX-512 kernels (packed GEMM, GELU; default where supported) or the AVX2 ones; returns "
-        "the previous choice. For tests and benchmarks.");
+        "Choose the packed GEMM's AVX-512 kernel (default where supported) or the AVX2 one; returns the "
+        "previous choice. For tests and benchmarks.");
   m.def("gelu", &py_gelu, py::arg("x"), py::arg("out"), "Exact-erf GELU of a 1-D array.");
   m.def("get_num_threads", &num_threads, "Threads the kernels' OpenMP loops use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the threads the kernels' OpenMP loops use.");

@@ -25,7 +25,7 @@ def threads(request):
 
 @pytest.fixture(params=["avx2", "avx512"])
 def isa(request):
-    """Runs the test on each kernel set (packed GEMM + GELU) this CPU can execute."""
+    """Runs the test on each packed-GEMM kernel this CPU can execute."""
     want = request.param == "avx512"
     if want and not _C.avx512_supported():
         pytest.skip("this CPU has no AVX-512F")
@@ -97,7 +97,7 @@ def block_weights(rng, c: int) -> dict[str, np.ndarray]:
     }
 
 
-# c=13: hidden width 52 leaves a 4-lane tail in the GELU pass.
+# c=13: hidden width 52 leaves a 4-element tail after the GELU pass's 8-lane loop.
 @pytest.mark.parametrize(("b", "t", "c"), [(1, 16, 384), (1, 9, 20), (3, 37, 40), (2, 130, 100), (2, 11, 13)])
 def test_packed_block_matches_float64(b, t, c, threads, isa, rng):
     wts = block_weights(rng, c)
