@@ -14,7 +14,7 @@ autograd's version counter and cannot be seen: call :meth:`InferenceSession.refr
 
 The check costs more than its 15 µs in isolation: right after a forward the 128 parameter records of atto
 (tensor, version counter, storage) have been evicted from cache by the weights, and at atto batch 1 the
-tracking session ran 58–60 µs (8–9%) behind the snapshot one (benchmarks/README.md). A caller whose weights
+tracking session ran 28–56 µs (4–8%) behind the snapshot one (benchmarks/README.md). A caller whose weights
 are fixed (the live loop, which loads a checkpoint once) passes ``track_weights=False``: the session then
 snapshots the weights and repacks only on :meth:`~InferenceSession.refresh`. The parameter list is
 collected once at packing time either way (walking ``model.parameters()`` on every call cost 177 µs for
