@@ -137,7 +137,9 @@ class InferenceSession:
         # ready); anything else is converted, or rejected with a message naming the problem, first.
         out = self._packed.try_forward(x)
         if out is None:
-            out = self._packed.try_forward(self._as_input(x))
+            x = self._as_input(x)
+            out = np.empty((x.shape[0], self.num_outputs), dtype=np.float32)
+            self._packed.forward(x, out)  # raises, naming the argument, if C++ still disagrees
         return out
 
     def _eager(self, x: np.ndarray) -> np.ndarray:
