@@ -304,7 +304,7 @@ void bottleneck_columns_team(const float* x, const float* n, int64_t rows, int64
 
 // The column split pays two barriers per row block; below this much work a single thread is faster.
 bool splits_columns(int64_t rows, int64_t c, int64_t h, int nt) {
-  const int64_t nblocks = (rows + rows_per_block(h) - 1) / rows_per_block(h);
+  const int64_t mb = rows_per_block(h), nblocks = (rows + mb - 1) / mb;
   return nt > 1 && 4 * rows * c * h >= split_columns_min_flops() && nblocks < 2 * nt;
 }
 }  // namespace
