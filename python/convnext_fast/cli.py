@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import UserError
 
 # subcommand → (module with add_arguments/run, one-line help)
@@ -72,6 +73,7 @@ def build_parser(
         description="A fast, verified 1D ConvNeXt for crypto trading signals.",
         epilog="Options may also come from a TOML file: --config FILE with a [<command>] table.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help="TOML file with a table per command, e.g. [live] symbol = 'ETHUSDT'")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     subparsers = {}
