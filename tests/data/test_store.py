@@ -72,7 +72,7 @@ def test_invalid_or_misaligned_candles_are_refused_and_nothing_changes(store, hi
     cols = {k: v.copy() for k, v in history.columns().items()}
     i = int(rng.integers(100, len(history)))
     cols["low"][i] = max(cols["open"][i], cols["close"][i]) * 1.01
-    with pytest.raises(InvalidCandlesError, match=f"row {i} .*low > min"):
+    with pytest.raises(InvalidCandlesError, match=f"index {i} .*low > min"):
         store.append(Candles(**cols), "BTCUSDT", "60")
     shifted = Candles(**{**history.columns(), "start_ms": history.start_ms + 60_000})
     with pytest.raises(InvalidCandlesError, match="not on a 60 interval boundary"):

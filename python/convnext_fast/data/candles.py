@@ -180,25 +180,26 @@ class Candles:
     def columns(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def validate(self) -> Candles:
-        """Raise :class:`InvalidCandlesError` naming the first bad row unless prices and volume are finite,
-        high ≥ max(open, close), low ≤ min(open, close), volume ≥ 0 and turnover (when known) ≥ 0."""
-        o, h, lo, c, v, q = self.open, self.high, self.low, self.close, self.volume, self.turnover
-        checks = (
-            (~np.isfinite(np.stack([o, h, lo, c, v])).all(axis=0), "has a non-finite price or volume"),
-            (h < np.maximum(o, c), "has high < max(open, close)"),
-            (lo > np.minimum(o, c), "has low > min(open, close)"),
-            (v < 0, "has negative volume"),
-            (q < 0, "has negative turnover"),
+    def validate(
+        self, interval: str | int | None = None, *, now_ms: int | None = None, source: str | None = None
+    ) -> Candles:
+        """Raise :class:`InvalidCandlesError` naming the first bad row unless every row passes the one
+        OHLCV rule (:mod:`convnext_fast.data.ohlcv`); ``interval`` adds the start-alignment check,
+        ``source`` prefixes the message."""
+        from convnext_fast.data.ohlcv import check_ohlcv
+
+        check_ohlcv(
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            self.turnover,
+            start_ms=self.start_ms,
+            interval=interval,
+            now_ms=now_ms,
+            source=source,
         )
-        for bad, what in checks:
-            hits = np.flatnonzero(bad)
-            if hits.size:
-                i = int(hits[0])
-                raise InvalidCandlesError(
-                    f"candle row {i} ({format_ms(self.start_ms[i])}) {what}: open={o[i]} high={h[i]} "
-                    f"low={lo[i]} close={c[i]} volume={v[i]} turnover={q[i]} ({hits.size} bad rows in all)"
-                )
         return self
 
     def gaps(self, interval: str | int) -> list[Gap]:
@@ -302,7 +303,7 @@ def _read_csv(path: Path) -> Candles:
             raise InvalidCandlesError(
                 f"CSV {path} has two different candles starting at {format_ms(start_ms[i])}"
             )
-    return Candles.from_unordered(start_ms, **values)
+    return Candles.from_unordered(start_ms, **values).validate(source=f"CSV {path}")
 
 
 def _epoch_ms(col, path: Path) -> np.ndarray:

@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convnext_fast.data.candles import (
     Candles,
     Gap,
-    InvalidCandlesError,
     check_interval,
-    format_ms,
-    interval_to_ms,
     next_start_ms,
 )
 from convnext_fast.errors import UserError
@@ -89,7 +85,7 @@ class CandleStore:
     def write(self, candles: Candles, symbol: str, interval: str | int, category: str = "linear") -> Path:
         """Replace what is stored with ``candles`` after validating them."""
         interval = check_interval(interval)
-        _check_for_store(candles, interval)
+        candles.validate(interval)
         path = self.path(symbol, interval, category)
         table = pa.table(candles.columns(), schema=_SCHEMA).replace_schema_metadata(
             _metadata(symbol, interval, category, self.exchange)
@@ -189,20 +185,6 @@ def _safe_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not value or not value.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"{what} must be letters, digits, '-' or '_', got {value!r}")
     return value
-
-
-def _check_for_store(candles: Candles, interval: str) -> None:
-    candles.validate()
-    if interval in ("W", "M") or not len(candles):
-        return  # weekly/monthly candles start on calendar boundaries, not multiples of a fixed length
-    step = interval_to_ms(interval)
-    off = np.flatnonzero(candles.start_ms % step)
-    if off.size:
-        i = int(off[0])
-        raise InvalidCandlesError(
-            f"candle row {i} starts at {format_ms(candles.start_ms[i])}, not on a {interval} interval boundary "
-            f"(is the interval right?)"
-        )
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
