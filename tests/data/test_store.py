@@ -91,7 +91,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(store, history, monkeypa
     monkeypatch.setattr(pq, "write_table", crash_half_way)
     with pytest.raises(OSError, match="disk full"):
         store.append(history[500:], "BTCUSDT", "60")
-    assert sorted(os.listdir(path.parent)) == ["60.parquet"]
+    assert sorted(os.listdir(path.parent)) == [".60.parquet.lock", "60.parquet"]
     assert store.load("BTCUSDT", "60").equals(history[:500])
 
 

@@ -67,7 +67,8 @@ class BybitClient:
 
     ``ws_url`` may contain ``{category}``. ``min_request_interval`` paces REST calls (default 0.05 s:
     100 requests / 5 s, a sixth of Bybit's 600 / 5 s IP limit). ``progress`` None shows a bar only on a TTY.
-    ``ping_interval``/``reconnect_delay``/``max_reconnect_delay`` tune the stream; tests shrink them."""
+    ``ping_interval``/``ping_timeout``/``reconnect_delay``/``max_reconnect_delay`` tune the stream (see
+    :mod:`convnext_fast.data.bybit_ws`); tests shrink them."""
 
     def __init__(
         self,
@@ -79,7 +80,8 @@ class BybitClient:
         retry: RetryPolicy | None = None,
         min_request_interval: float = 0.05,
         progress: bool | None = None,
-        ping_interval: float = 20.0,
+        ping_interval: float = 10.0,
+        ping_timeout: float = 10.0,
         reconnect_delay: float = 1.0,
         max_reconnect_delay: float = 60.0,
     ):
@@ -89,8 +91,10 @@ class BybitClient:
             raise UserError(
                 f"base_url must be http(s)://... and ws_url ws(s)://..., got {base_url!r}, {ws_url!r}"
             )
-        if timeout <= 0 or min_request_interval < 0 or ping_interval <= 0:
-            raise UserError("timeout and ping_interval must be > 0 and min_request_interval >= 0")
+        if timeout <= 0 or min_request_interval < 0 or ping_interval <= 0 or ping_timeout <= 0:
+            raise UserError(
+                "timeout, ping_interval and ping_timeout must be > 0 and min_request_interval >= 0"
+            )
         self.base_url = base_url.rstrip("/")
         self.ws_url = ws_url.format(category=category) if "{category}" in ws_url else ws_url
         self.category = category
@@ -98,6 +102,7 @@ class BybitClient:
         self.min_request_interval = min_request_interval
         self.progress = progress
         self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
@@ -287,6 +292,8 @@ class BybitClient:
         include_partial: bool = False,
         since_ms: int | None = None,
         max_reconnects: int | None = None,
+        stats=None,
+        data_timeout: float | None = None,
     ):
         """Async iterator of :class:`~convnext_fast.data.candles.Candle` records (``closed`` tells final
         from forming ones); see :func:`convnext_fast.data.bybit_ws.stream_klines`."""
@@ -299,6 +306,8 @@ class BybitClient:
             include_partial=include_partial,
             since_ms=since_ms,
             max_reconnects=max_reconnects,
+            stats=stats,
+            data_timeout=data_timeout,
         )
 
 

@@ -86,7 +86,7 @@ def bar_problem(
             start_ms = int(start_ms)
         except (TypeError, ValueError, OverflowError):
             return f"start out of range: start {start_ms!r} is not a whole number of epoch ms"
-        return _time_problem(start_ms, interval, latest_start_ms(now_ms))
+        return time_problem(start_ms, interval, latest_start_ms(now_ms))
     return None
 
 
@@ -163,11 +163,13 @@ def _is_inf(value) -> bool:
         return True
 
 
-def _time_problem(start_ms: int, interval: str | None, latest_ms: int) -> str | None:
+def time_problem(start_ms: int, interval: str | None, latest_ms: int) -> str | None:
+    """The start-time half of :func:`bar_problem`, with the latest allowed start given explicitly (the
+    WebSocket allows only one interval past the server's now)."""
     if start_ms < EARLIEST_MS or start_ms > latest_ms:
         return (
             f"start out of range: {describe_ms(start_ms)} is not between {describe_ms(EARLIEST_MS)} and "
-            f"{describe_ms(latest_ms)} (now + 1 day); are the times in epoch ms?"
+            f"{describe_ms(latest_ms)}; are the times in epoch ms?"
         )
     if interval is not None and not bool(_aligned(np.array([start_ms]), check_interval(interval))[0]):
         return (
