@@ -333,7 +333,7 @@ def _wait_until_reset(headers) -> float | None:
 def _parse_kline_list(body: dict, params: dict, interval: str, now_ms: int) -> Candles:
     """Bybit kline rows (newest first, 7 strings) into ascending, deduplicated, validated Candles that lie
     inside the requested window; errors name the row."""
-    result = body.get("result")
+    result = body.get("result") if isinstance(body, dict) else None
     rows = result.get("list") if isinstance(result, dict) else None
     if not isinstance(rows, list):
         raise BybitError(f"Bybit kline response has no result.list (params {params}): {str(body)[:200]!r}")

@@ -72,8 +72,12 @@ def next_start_ms(start_ms: int, interval: str | int) -> int:
 
 
 def format_ms(ms: int) -> str:
-    """Epoch ms as 'YYYY-MM-DD HH:MM UTC' for error messages and reports."""
-    return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    """Epoch ms as 'YYYY-MM-DD HH:MM UTC' for error messages and reports; a time no calendar can show (a
+    garbled 1e18) comes back as raw epoch ms, so an error message about it cannot fail itself."""
+    try:
+        return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return f"{ms} epoch ms"
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,6 +274,8 @@ def _read_csv(path: Path) -> Candles:
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"cannot parse CSV {path}: {exc}") from exc
     by_lower = {name.strip().lower(): name for name in table.column_names}
+    if len(set(table.column_names)) != len(table.column_names):
+        raise UserError(f"CSV {path} repeats a column name: {table.column_names}")
 
     def column(aliases, required=True):
         for alias in aliases:
