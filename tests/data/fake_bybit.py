@@ -122,6 +122,7 @@ class FakeBybit:
         self._time_faults: deque[_Fault] = deque()
         self._subscribers: set = set()
         self._connections: set = set()
+        self._muted: dict = {}  # connection -> still answers pings? (see mute_connections)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -214,6 +215,11 @@ class FakeBybit:
     def drop_connections(self) -> None:
         """Close every stream connection abruptly, as a network drop would."""
         self._call(self._drop_all())
+
+    def mute_connections(self, *, answer_pings: bool = False) -> None:
+        """Leave every current stream connection open but silent: no klines reach it, and unless
+        ``answer_pings`` its pings go unanswered too (a stalled socket). New connections are normal."""
+        self._call(self._mute_all(answer_pings))
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -323,6 +329,8 @@ class FakeBybit:
                 op = message.get("op")
                 if op == "ping":
                     self.pings += 1
+                    if ws in self._muted and not self._muted[ws]:
+                        continue
                     await ws.send(
                         json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"})
                     )
@@ -343,6 +351,12 @@ class FakeBybit:
             pass  # dropped clients are the point of some tests
         finally:
             self._connections.discard(ws)
+            self._subscribers.discard(ws)
+            self._muted.pop(ws, None)
+
+    async def _mute_all(self, answer_pings: bool) -> None:
+        for ws in list(self._connections):
+            self._muted[ws] = answer_pings
             self._subscribers.discard(ws)
 
     async def _broadcast(self, text: str) -> None:

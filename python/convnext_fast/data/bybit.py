@@ -213,7 +213,9 @@ class BybitClient:
                 # A short page: ask again for what it left out on either side (the newer side first).
                 if _prev_start_ms(oldest, interval) >= lo:
                     todo.append((lo, oldest - 1))
-                if next_start_ms(newest, interval) <= hi:
+                after = next_start_ms(newest, interval)
+                # (Only while a *closed* candle could still follow: the forming one is dropped anyway.)
+                if after <= hi and next_start_ms(after, interval) <= now_ms:
                     todo.append((newest + 1, hi))
                 bar.update()
         candles = Candles.concat(pages)
