@@ -113,7 +113,9 @@ async def stream_klines(
                         # Any closed candle lost here is backfilled through REST when the next one shows up.
                         stats.rejected_frames += 1
                         stats.last_rejection = problem
-                        log.warning("Bybit stream %s: rejected kline frame (%s): %.200r", topic, problem, item)
+                        log.warning(
+                            "Bybit stream %s: rejected kline frame (%s): %.200r", topic, problem, item
+                        )
                         continue
                     if owed is not None and candle.start_ms > owed:
                         async for missed in catch_up(candle.start_ms - 1):
