@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from convnext_fast.data.bybit import _parse_kline_list
 from convnext_fast.data.bybit_ws import _parse_ws_kline
 from convnext_fast.data.candles import INTERVALS, Candle, Candles, InvalidCandlesError, next_start_ms
-from convnext_fast.data.ohlcv import EARLIEST_MS, MAX_PRICE, bar_problem, check_ohlcv
+from convnext_fast.data.ohlcv import EARLIEST_MS, MAX_PRICE, bar_problem, check_ohlcv, jump_problem
 from convnext_fast.data.store import CandleStore
 from convnext_fast.errors import UserError
 from convnext_fast.live.loop import candle_problem
@@ -274,3 +274,26 @@ def test_candle_problem_keeps_its_contract():
     assert candle_problem(good._replace(closed=False)) == "candle is not closed yet"
     assert candle_problem(good._replace(high=1e50)).startswith("implausible high")
     assert next_start_ms(good.start_ms, "60") - good.start_ms == HOUR
+
+
+def test_jump_problem_bounds_the_move_from_the_previous_close(rng):
+    prev = float(rng.uniform(50, 150))
+    assert jump_problem(prev, prev * 1.2, prev * 0.9, 0.5) is None
+    assert jump_problem(prev, 1e50, prev * 0.9, None) is None  # no limit configured
+    assert jump_problem(prev, 1e50, prev * 0.9, 0.5).startswith("price jump: ")
+    assert "over the limit of 50.0%" in jump_problem(prev, prev, prev / 1.6, 0.5)  # a fall counts alike
+    assert jump_problem(float("nan"), prev, prev, 0.5) is None  # nothing to compare with yet
+
+
+def test_rest_page_with_two_different_candles_at_one_start_is_refused(rng):
+    c = random_candles(rng, 5)
+    rows = [kline_row(r) for r in c]
+    params = {"start": int(c.start_ms[0]), "end": int(c.start_ms[-1])}
+    body = {"retCode": 0, "result": {"list": [*rows, rows[2]]}}
+    assert _parse_kline_list(body, params, "60", params["end"] + HOUR).equals(
+        c
+    )  # an exact repeat is harmless
+    other = [rows[2][0], *rows[3][1:]]
+    body = {"retCode": 0, "result": {"list": [*rows, other]}}
+    with pytest.raises(UserError, match="two different candles starting at"):
+        _parse_kline_list(body, params, "60", params["end"] + HOUR)

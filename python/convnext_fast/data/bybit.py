@@ -7,6 +7,7 @@ Only closed candles are ever returned as final; base URLs are configurable so te
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ from convnext_fast.data.candles import Candles, check_interval, format_ms, next_
 from convnext_fast.data.ohlcv import EARLIEST_MS, describe_ms
 from convnext_fast.errors import UserError
 
+log = logging.getLogger(__name__)
 CATEGORIES = ("spot", "linear", "inverse")
 MAX_LIMIT = 1000
 # Longest candle Bybit serves ("M"); pages are sized so one page can never hold more than `limit` candles.
@@ -221,6 +223,15 @@ class BybitClient:
         candles = Candles.concat(pages)
         if len(candles) and next_start_ms(candles.start_ms[-1], interval) > now_ms:
             candles = candles[:-1]  # still forming
+        gaps = candles.gaps(interval)
+        if gaps:  # the exchange's own holes (maintenance): REST is the authority, so say so and go on
+            log.warning(
+                "Bybit %s %s: %d hole(s) in what the exchange served, first: %s",
+                symbol,
+                interval,
+                len(gaps),
+                gaps[0],
+            )
         return candles
 
     def _get(self, path: str, params: dict, stop: _Stop | None = None) -> dict:
@@ -364,6 +375,15 @@ def _parse_kline_list(body: dict, params: dict, interval: str, now_ms: int) -> C
             f"Bybit kline row {i} starts at {describe_ms(starts[i])}, outside the requested window "
             f"{format_ms(params['start'])} .. {format_ms(params['end'])} (the server's pagination did not "
             f"follow the request; params {params})"
+        )
+    order = np.argsort(starts, kind="stable")
+    same = np.flatnonzero(np.diff(starts[order]) == 0)
+    differs = same[np.any(table[order][same] != table[order][same + 1], axis=1)]
+    if differs.size:
+        i = int(order[differs[0]])
+        raise BybitError(
+            f"Bybit kline page has two different candles starting at {format_ms(starts[i])} (row {i}; "
+            f"params {params})"
         )
     candles = Candles.from_unordered(starts.astype(np.int64), *table[:, 1:].T)
     return candles.validate(interval, now_ms=now_ms, source=f"Bybit kline page (params {params})")

@@ -87,6 +87,20 @@ def bar_problem(
     return None
 
 
+def jump_problem(prev_close: float, high: float, low: float, max_jump: float | None) -> str | None:
+    """Why a bar moves too far from the previous close to be trusted live (None when within the limit or
+    no limit): its extremes may stray at most a factor ``1 + max_jump`` either way (0.5: +50 % / -33 %)."""
+    if max_jump is None or not (_finite(prev_close) and prev_close > 0 and high > 0 and low > 0):
+        return None
+    move = max(high / prev_close, prev_close / low) - 1.0
+    if move > max_jump:
+        return (
+            f"price jump: the bar reaches {move:.1%} away from the previous close {prev_close!r} "
+            f"(high={high!r}, low={low!r}), over the limit of {max_jump:.1%}"
+        )
+    return None
+
+
 def check_ohlcv(
     open,
     high,
