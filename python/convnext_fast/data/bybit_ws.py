@@ -11,10 +11,12 @@ boundary and no later than one interval past the server's clock. A frame that fa
 :class:`StreamStats` and logged, never raised; a closed candle lost that way is backfilled through REST
 when the next good one shows the hole.
 
-Liveness: the client pings every ``ping_interval`` (default 10 s) and gives the connection ``ping_timeout``
-(default 10 s) more for any message (a pong included) before it reconnects, so a stalled socket is found
-within 20 s; Bybit itself drops clients silent for longer than its own 10 s heartbeat window allows.
-``data_timeout`` optionally also reconnects a socket that answers pings but sends no klines.
+Liveness: the client pings every ``ping_interval`` (default 10 s) and reconnects when no message at all (a
+pong included) arrived for ``ping_interval + ping_timeout`` (default 10 + 10 s), so a stalled socket is found
+within 20 s of its last message. Why these values: Bybit asks for a ping at least every 20 s, so 10 s keeps
+a margin; a pong comes back in well under a second, so 10 s more cannot misfire on a slow but live link;
+the former 20 s ping with 2.5 intervals of silence took ~50 s. ``data_timeout`` (off by default: a quiet
+symbol may trade rarely) also reconnects a socket that answers pings but sends no klines.
 """
 
 from __future__ import annotations
@@ -268,7 +270,12 @@ class _ServerClock:
         return self._server_ms + int((time.monotonic() - self._at) * 1000)
 
     async def refresh(self) -> int:
-        self._server_ms = await asyncio.to_thread(self.client.server_time_ms)
+        try:
+            self._server_ms = await asyncio.to_thread(self.client.server_time_ms)
+        except BybitError as exc:
+            # Judging one frame is no reason to end the stream: the local clock is the fallback.
+            log.warning("Bybit server time unavailable (%s); judging kline starts by the local clock", exc)
+            self._server_ms = int(time.time() * 1000)
         self._at = time.monotonic()
         return self._server_ms
 
