@@ -338,4 +338,8 @@ def _epoch_ms(col, path: Path) -> np.ndarray:
         raise UserError(f"CSV {path}: time column row {i} is empty or not a number")
     magnitude = np.nanmax(np.abs(numbers)) if numbers.size else 0
     scale = 1000.0 if magnitude < 1e11 else (1.0 if magnitude < 1e14 else 1e-3)
-    return np.round(numbers * scale).astype(np.int64)
+    ms = np.round(numbers * scale)
+    if ms.size and np.abs(ms).max() >= 2.0**62:  # no int64 epoch ms; the validator names the sane range
+        i = int(np.argmax(np.abs(ms)))
+        raise UserError(f"CSV {path}: time column row {i} ({numbers[i]!r}) is no epoch time in s, ms or us")
+    return ms.astype(np.int64)
