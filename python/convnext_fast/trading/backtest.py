@@ -189,18 +189,10 @@ def trade_records(rows: np.ndarray, timestamps_ms: np.ndarray | None = None) -> 
 
 
 def check_bars(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray) -> None:
-    """Prices must be finite, positive and consistent (low ≤ open, close ≤ high)."""
-    for name, prices in (("open", open_), ("high", high), ("low", low), ("close", close)):
-        check_finite(name, prices)
-        if (prices <= 0).any():
-            raise TradingInputError(f"{name} must be > 0; index {int(np.argmax(prices <= 0))} is not")
-    bad = (low > np.minimum(open_, close)) | (high < np.maximum(open_, close))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise TradingInputError(
-            f"inconsistent bar at index {i}: need low <= open, close <= high, got "
-            f"open={open_[i]}, high={high[i]}, low={low[i]}, close={close[i]}"
-        )
+    """Prices must be finite, positive and consistent (low ≤ open, close ≤ high): the one OHLCV rule."""
+    from ._checks import check_ohlc
+
+    check_ohlc(open_, high, low, close)
 
 
 def _signal_array(signal) -> np.ndarray:
