@@ -39,6 +39,7 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -258,6 +259,7 @@ def backtest_score(
 def open_storage(url: str):
     """An Optuna storage for ``url`` (the driver named, the schema race handled, errors in one line)."""
     optuna = _optuna()
+    import sqlalchemy.engine
     import sqlalchemy.exc
 
     if url.startswith("sqlite:///"):
@@ -278,11 +280,18 @@ def open_storage(url: str):
     # Workers that start together race to create the schema; the loser retries once it exists.
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            # The heartbeat lets any worker mark the trials of a worker that died (killed, machine lost)
+            # as failed, instead of leaving them RUNNING for ever. (Optuna calls it experimental.)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=300
+                )
         except sqlalchemy.exc.SQLAlchemyError as exc:  # a lost race, or a server that is not there
             if attempt == 4:
                 first = str(exc).splitlines()[0]
-                raise UserError(f"--storage {url}: {type(exc).__name__}: {first}") from None
+                shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+                raise UserError(f"--storage {shown}: {type(exc).__name__}: {first}") from None
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
 
