@@ -73,8 +73,10 @@ def check_every_trial_ran_once(study, out: Path, n_workers: int, n_trials: int) 
             assert len((run_dir / fold / "metrics.jsonl").read_text().splitlines()) == 1
         if t.state.name == "COMPLETE":
             assert folds == ["fold_0", "fold_1"]
-            pooled = json.loads((run_dir / "results.json").read_text())["pooled"]["model"]
-            assert t.value == pytest.approx(pooled["balanced_accuracy"])
+            results = json.loads((run_dir / "results.json").read_text())["pooled"]
+            assert t.value == pytest.approx(results["model"]["balanced_accuracy"])
+            majority = results["baselines"]["majority_class"]["balanced_accuracy"]
+            assert t.user_attrs["baselines"]["majority_class"] == pytest.approx(majority)
         else:
             assert folds == ["fold_0"] and not (run_dir / "results.json").exists()
 

@@ -214,6 +214,11 @@ class Objective:
             trial.report(value, k)
             if k + 1 < n_folds and trial.should_prune():
                 raise optuna.TrialPruned(f"pooled {self.metric} {value:.4g} after fold {k}")
+        if (
+            self.metric not in BACKTEST_METRICS
+        ):  # the naive predictors on the same bars, to read value against
+            baselines = {n: m.get(self.metric) for n, m in result.pooled["baselines"].items()}
+            trial.set_user_attr("baselines", to_jsonable(baselines))
         trial.set_user_attr("train_config", config.to_dict())
         trial.set_user_attr("checkpoint", str(run_dir / f"fold_{n_folds - 1}" / "best.safetensors"))
         return value
@@ -309,6 +314,7 @@ def trials_rows(study) -> list[dict]:
                 "duration_s": duration,
                 **{f"param.{k}": v for k, v in t.params.items()},
                 **{f"pooled.{k}": v for k, v in sorted(folds.items())},
+                **{f"baseline.{k}": v for k, v in t.user_attrs.get("baselines", {}).items()},
                 "worker": t.user_attrs.get("worker"),
             }
         )
@@ -351,6 +357,7 @@ def write_summary(study, out: Path, metric: str) -> str:
             "value": best.value,
             "params": best.params,
             "pooled_per_fold": {k: v for k, v in best.user_attrs.items() if k.startswith("fold_")},
+            "baselines": best.user_attrs.get("baselines"),
             "train_config": best.user_attrs["train_config"],
             "checkpoint": str(checkpoint),
             "worker": best.user_attrs.get("worker"),
