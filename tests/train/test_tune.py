@@ -194,6 +194,8 @@ def test_backtest_metric_searches_the_decision_threshold(tmp_path, market, capsy
         ({"colour": {"choices": [1]}}, [], "unknown parameter 'colour'"),
         ({"lr": {"low": 1e-2, "high": 1e-3}}, [], "low <= high"),
         ({"lr": {"choices": []}}, [], "non-empty list"),
+        ({"model": {"choices": ["atto", "huge"]}}, [], "model = 'huge': 'huge' is neither a variant"),
+        ({"window": {"low": 16, "high": 128}}, [], "window = 16: window must be >= 32"),
         ({"threshold": {"low": 0.3, "high": 0.6}}, [], "only a backtest --metric"),
         ({"lr": {"low": 1e-4, "high": 1e-3}}, ["--metric", "ic"], "--metric for classification"),
         ({"lr": {"low": 1e-4, "high": 1e-3}}, ["--fold", "1"], "drop --fold"),

@@ -169,7 +169,7 @@ def _model_shape(value: str) -> dict:
     try:
         dims, depths = (tuple(int(v) for v in part.split(",")) for part in str(value).split(":"))
     except ValueError:
-        raise UserError(f"search space: model {value!r} is neither a variant nor 'dims:depths'") from None
+        raise UserError(f"{value!r} is neither a variant nor 'dims:depths'") from None
     return {"dims": dims, "depths": depths}
 
 
@@ -214,9 +214,7 @@ class Objective:
             trial.report(value, k)
             if k + 1 < n_folds and trial.should_prune():
                 raise optuna.TrialPruned(f"pooled {self.metric} {value:.4g} after fold {k}")
-        if (
-            self.metric not in BACKTEST_METRICS
-        ):  # the naive predictors on the same bars, to read value against
+        if self.metric not in BACKTEST_METRICS:  # the naive predictors on the same bars, to read it against
             baselines = {n: m.get(self.metric) for n, m in result.pooled["baselines"].items()}
             trial.set_user_attr("baselines", to_jsonable(baselines))
         trial.set_user_attr("train_config", config.to_dict())
@@ -392,7 +390,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument("--n-trials", type=int, default=20, help="trials this process runs (0: only report)")
     tune.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many s")
     tune.add_argument("--pruner", choices=("median", "none"), default="median", help="early pruning per fold")
-    tune.add_argument("--sampler-seed", type=int, default=None, help="TPE sampler seed (default: random)")
+    tune.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=None,
+        help="TPE sampler seed (default: random; give each worker its own)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -411,9 +414,16 @@ def run(args: argparse.Namespace) -> int:
     space = check_space(read_space(args.space) if args.space else default_space(base))
     if "threshold" in space and metric not in BACKTEST_METRICS:
         raise UserError(f"the space searches threshold, which only a backtest --metric uses, not {metric}")
-    for key in space:  # a bad base or space value fails here, once, not in every trial
+    for key in space:
         if key.startswith("label.") and base.task != "classification":
             raise UserError(f"search space: {key} applies to classification only")
+    # A bad value fails here, once, rather than in every trial: each choice, and both ends of each range.
+    for key, spec in space.items():
+        for value in spec.get("choices", [spec.get("low"), spec.get("high")]):
+            try:
+                trial_config(base, {key: value}, Path(args.out))
+            except UserError as exc:
+                raise UserError(f"search space: {key} = {value!r}: {exc}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = open_storage(args.storage or f"sqlite:///{out.resolve() / 'study.db'}")
@@ -441,6 +451,6 @@ def run(args: argparse.Namespace) -> int:
         study.optimize(
             objective, n_trials=args.n_trials, timeout=args.timeout, catch=(UserError, FloatingPointError)
         )
-        print(f"{args.n_trials} trial(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        print(f"this worker's trials took {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(write_summary(study, out, metric))
     return 0
