@@ -31,8 +31,9 @@ def random_config(rng) -> BacktestConfig:
     )
 
 
-@pytest.mark.parametrize("repeat", range(3))
-def test_one_symbol_portfolio_is_exactly_the_backtest(rng, repeat):
+@pytest.mark.parametrize("sizing", ["portfolio", "symbol"])
+@pytest.mark.parametrize("repeat", range(2))
+def test_one_symbol_portfolio_is_exactly_the_backtest(rng, repeat, sizing):
     n = int(rng.integers(200, 800))
     m = market(rng, 1, n)
     config = random_config(rng)
@@ -45,7 +46,7 @@ def test_one_symbol_portfolio_is_exactly_the_backtest(rng, repeat):
     )  # fmt: skip
     book = run_portfolio(
         m["open"], m["high"], m["low"], m["close"], m["signal"], size[None], config,
-        funding=funding[None], symbols=["BTCUSDT"], timestamps_ms=times,
+        funding=funding[None], symbols=["BTCUSDT"], timestamps_ms=times, sizing=sizing,
     )  # fmt: skip
     assert len(single.trades) > 3, "a test without trades would prove nothing"
     np.testing.assert_array_equal(book.equity, single.equity)
@@ -110,3 +111,25 @@ def test_bad_inputs_name_the_symbol(rng, change, match):
     change(m)
     with pytest.raises(TradingInputError, match=match):
         run_portfolio(**m)
+
+
+def test_symbol_sizing_runs_each_symbol_as_its_own_backtest_in_parallel(rng):
+    n_sym, n = int(rng.integers(2, 5)), int(rng.integers(300, 700))
+    m = market(rng, n_sym, n)
+    m["signal"][0] = np.where(
+        np.arange(n) % 2 == 0, 1, -1
+    )  # a flip every bar: more trades than the first cap
+    config = random_config(rng)
+    size = rng.uniform(0.1, 1.0, n_sym)
+    book = run_portfolio(**m, size=size, config=config, sizing="symbol")
+    assert len(book.trades["S0"]) > n // 2
+    for i in range(n_sym):
+        alone = run_backtest(
+            m["open"][i], m["high"][i], m["low"][i], m["close"][i], m["signal"][i], size[i], config
+        )
+        np.testing.assert_array_equal(book.pnl[i], alone.equity - config.initial_equity)
+        np.testing.assert_array_equal(book.position[i], alone.position)
+        np.testing.assert_array_equal(book.trades[f"S{i}"], alone.trades)
+    np.testing.assert_allclose(book.equity, config.initial_equity + book.pnl.sum(axis=0), rtol=1e-12)
+    with pytest.raises(TradingInputError, match="sizing must be one of"):
+        run_portfolio(**m, sizing="equal")
