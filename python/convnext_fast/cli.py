@@ -19,6 +19,10 @@ from .errors import UserError
 COMMANDS = {
     "fetch": ("convnext_fast.data.cli", "bring the candle store up to date from Bybit, or import a CSV"),
     "train": ("convnext_fast.train.cli", "train a model with walk-forward validation"),
+    "tune": (
+        "convnext_fast.train.tune",
+        "search model and training hyperparameters over walk-forward folds (Optuna)",
+    ),
     "backtest": (
         "convnext_fast.trading.cli",
         "backtest a checkpoint (or saved signals) and write an HTML report",
