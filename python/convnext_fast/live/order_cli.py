@@ -36,7 +36,6 @@ def add_order_arguments(parser: argparse.ArgumentParser) -> None:
         "--orders-url",
         help="private REST base URL, https only (default: Bybit testnet; mainnet with --mainnet)",
     )
-    orders.add_argument("--order-type", choices=("market", "limit"), default="market")
     orders.add_argument(
         "--post-only", action="store_true", help="limit orders rest on the book as maker (PostOnly)"
     )
@@ -103,6 +102,10 @@ def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
         )
     if args.order_qty is None or args.max_position is None:
         raise UserError("--orders needs --order-qty and --max-position")
+    if config.take_profit_order != "market":
+        raise UserError(
+            "--orders attaches market take-profits on the exchange; drop --take-profit-order limit"
+        )
     from .orders import (
         MAINNET_URL,
         TESTNET_URL,
@@ -135,7 +138,7 @@ def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
         close_on_hold=config.close_on_hold,
         stop_loss=config.stop_loss,
         take_profit=config.take_profit,
-        order_type=args.order_type,
+        order_type=config.order_type,
         post_only=args.post_only,
         kill_switch=kill,
     )
