@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", help="last candle wanted (default: now)")
     parser.add_argument("--import-csv", metavar="PATH", help="import this CSV instead of fetching")
     parser.add_argument("--base-url", default="https://api.bybit.com", help="Bybit REST base URL")
+    parser.add_argument(
+        "--funding", action="store_true", help="also store the funding history (linear/inverse perpetuals)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     end = parse_time_ms(args.end, "--end")
     with BybitClient(args.base_url, category=args.category) as client:
         report = store.update(client, args.symbol, args.interval, start_ms=start, end_ms=end)
-    print(report)
+        print(report)
+        if args.funding:
+            from convnext_fast.data.funding import update_store_funding
+
+            print(update_store_funding(client, args.store, args.symbol, start, end))
     return 0
 
 

@@ -88,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--max-bars", type=int, help="stop after this many closed candles")
     out.add_argument("--verbose", action="store_true", help="log every ignored candle")
 
-    from .order_cli import add_order_arguments
+    from .order_cli import add_order_arguments, add_sizing_and_funding_arguments
 
+    add_sizing_and_funding_arguments(parser)
     add_order_arguments(parser)
 
 
@@ -236,6 +237,11 @@ def run(args: argparse.Namespace) -> int:
     )
     feed = _feed(args, engine.history_needed, state.last_start_ms if state else None)
     seeded = engine.warm_up(feed.history)
+    from .order_cli import attach_sizing_and_funding
+
+    rules = attach_sizing_and_funding(
+        args, engine, config, feed.history, synthetic=feed.label == SYNTHETIC_BANNER
+    )
     if state is not None:
         engine.bars_processed = state.bars_processed
 
@@ -255,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
         "seeded_bars": seeded,
         "resumed_from": format_ms(state.last_start_ms) if state else None,
         "startup_s": round(time.perf_counter() - started, 3),
+        "rules": rules,
     }
     sink.start(info, f"{feed.label} | {model_label} | backend {backend} | seeded {seeded} candles")
     if after_candle is not None:  # order events go to the same JSON lines

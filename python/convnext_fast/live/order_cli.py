@@ -145,3 +145,72 @@ def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
     hook = OrderHook(mirror)
     exchange.on_event = mirror.emit = lambda record: hook._write(record)
     return hook
+
+
+def add_sizing_and_funding_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sizing ...`` and ``--funding/--no-funding``: the backtest's own options, so live sizes and pays
+    funding as the backtest does."""
+    from ..data.funding import add_funding_arguments
+    from ..trading.sizing import add_sizing_arguments
+
+    add_sizing_arguments(parser)
+    add_funding_arguments(parser)
+
+
+def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool) -> str:
+    """Make ``engine`` size with ``--sizing`` (the same :class:`SizingRule` as the backtest, fed every close
+    from ``history`` on) and charge perpetual funding on its paper broker (``--funding PATH``, the store's
+    funding beside a replayed ``--data``, or Bybit's funding history for a live market). Call it after the
+    warm-up. Returns a short description for the start line."""
+    import numpy as np
+
+    from ..data.candles import interval_to_ms
+    from ..data.funding import (
+        PERPETUAL_CATEGORIES,
+        FundingSchedule,
+        fetch_funding,
+        find_funding,
+        load_funding,
+    )
+    from ..trading.sizing import StreamingSizer, sizing_from_args
+
+    interval_ms = interval_to_ms(args.interval)
+    sizer = StreamingSizer(sizing_from_args(args, config, 365 * 86_400_000 / interval_ms))
+    for close in np.asarray(history.close):
+        sizer.observe(close)
+    update = engine.features.update
+
+    def observed_update(o, h, low, c, v):
+        sizer.observe(c)
+        return update(o, h, low, c, v)
+
+    engine.features.update = observed_update
+    engine.size_fn = sizer.size
+
+    schedule, where = None, "off"
+    if args.funding:
+        schedule, where = FundingSchedule(load_funding(args.funding), interval_ms), args.funding
+    elif not args.no_funding and args.category in PERPETUAL_CATEGORIES and not synthetic:
+        if args.data:
+            rates = find_funding(args.data, args.symbol, args.category)
+            if rates is not None:
+                schedule, where = FundingSchedule(rates, interval_ms), f"store beside {args.data}"
+            else:
+                log.warning("no funding history beside %s: the paper broker charges none", args.data)
+        else:
+            from ..data.bybit import BybitClient
+
+            client = BybitClient(args.base_url, category=args.category, progress=False)
+            schedule = FundingSchedule(
+                None, interval_ms, lambda start, end: fetch_funding(client, args.symbol, start, end)
+            )
+            schedule._asked_until = int(history.start_ms[-1]) + interval_ms if len(history) else 0
+            where = "Bybit funding history"
+    if schedule is not None:
+        on_bar = engine.broker.on_bar
+
+        def on_bar_with_funding(o, h, low, c, signal, size, funding=0.0):
+            return on_bar(o, h, low, c, signal, size, funding + schedule.rate_for_bar(engine.last_start_ms))
+
+        engine.broker.on_bar = on_bar_with_funding
+    return f"sizing {args.sizing}, funding {where}"
