@@ -354,6 +354,7 @@ def run_fault_storm(creds, rng, *, n_bars: int = 160, fault_rate: float = 0.7, k
         exchange.close()
         return {
             "faults": sum(fake.faults_hit.values()),
+            "intents": len({b["orderLinkId"] for b in fake.create_requests}),
             "orders_sent": len(fake.create_requests),
             "executed": sum(fake.executions.values()),
             "duplicates": fake.duplicates(),
@@ -371,12 +372,14 @@ if __name__ == "__main__":  # the fault table of the closing note
 
     creds = Credentials("fakeKEYfakeKEY1234", "fakeSECRETfakeSECRETfakeSECRET123456")
     rng = np.random.default_rng(0)
-    print("| fault | faults hit | orders sent | executed | duplicates | final pos | max abs pos | guard |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| fault | faults hit | intents | create requests | executed | duplicates | final pos | max abs pos | guard |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for kind in (*FAULTS, "all mixed"):
         kinds = FAULTS if kind == "all mixed" else (kind,)
         r = run_fault_storm(
             creds, rng, n_bars=60 if kind != "all mixed" else 200, fault_rate=0.6, kinds=kinds
         )
-        print(f"| {kind} | {r['faults']} | {r['orders_sent']} | {r['executed']} | {r['duplicates']} | "
+        print(f"| {kind} | {r['faults']} | {r['intents']} | {r['orders_sent']} | {r['executed']} | {r['duplicates']} | "
               f"{r['final_position']} | {r['max_abs_position']} | {r['guard']} |")  # fmt: skip

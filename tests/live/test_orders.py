@@ -318,3 +318,21 @@ def test_the_live_hook_mirrors_a_paper_broker_and_writes_events(creds, fake, rng
             assert position == Decimal("0.01") * pending
     assert any(e["event"] == "order_intent" for e in lines) and fake.duplicates() == 0
     _secrets_absent(creds, json.dumps(lines))
+
+
+def test_post_only_limit_orders_rest_at_the_touch_and_pay_maker(creds, fake):
+    events = []
+    mirror = _mirror(creds, fake, events, order_type="limit", post_only=True)
+    mirror.after_bar(1_700_000_000_000, +1)
+    mirror.after_bar(1_700_003_600_000, -1)
+    buy, sell = fake.create_requests
+    assert (buy["orderType"], buy["timeInForce"], buy["price"]) == (
+        "Limit",
+        "PostOnly",
+        "49999.9",
+    )  # best bid
+    assert (sell["side"], sell["price"]) == ("Sell", "50000.1")  # best ask: both on the maker side
+    for body in (buy, sell):
+        assert Decimal(body["price"]) % fake.tick == 0
+    with pytest.raises(UserError, match="post-only needs"):
+        _mirror(creds, fake, [], post_only=True)
