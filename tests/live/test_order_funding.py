@@ -134,3 +134,24 @@ def test_live_replay_pays_the_backtests_funding_and_sizes_alike(rng, tmp_path):
     assert batch.funding_paid != 0
     engine.broker.close_position(float(c.close[-1]))  # the backtest's forced close at the end of data
     assert engine.broker.equity == pytest.approx(batch.equity[-1], rel=1e-12)
+
+
+def test_live_funding_schedule_refreshes_once_per_new_bar_and_survives_a_failure():
+    from convnext_fast.data.funding import FundingSchedule
+    from convnext_fast.errors import UserError
+
+    asked = []
+
+    def refresh(start, end):
+        asked.append((start, end))
+        if len(asked) == 2:
+            raise UserError("Bybit unreachable")
+        return FundingRates(np.array([8 * H, 16 * H]), np.array([1e-4, -3e-4]))
+
+    schedule = FundingSchedule(None, H, refresh)
+    schedule._asked_until = 5 * H
+    assert schedule.rate_for_bar(5 * H) == 0.0 and asked == [(5 * H + 1, 6 * H)]
+    assert schedule.rate_for_bar(6 * H) == 0.0 and len(asked) == 2  # failed: logged, asked again next bar
+    assert schedule.rate_for_bar(7 * H) == 1e-4 and asked[-1] == (6 * H + 1, 8 * H)
+    assert schedule.rate_for_bar(7 * H) == 1e-4 and len(asked) == 3  # nothing new to ask for this bar
+    assert schedule.rate_for_bar(15 * H) == -3e-4
