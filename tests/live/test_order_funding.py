@@ -155,3 +155,22 @@ def test_live_funding_schedule_refreshes_once_per_new_bar_and_survives_a_failure
     assert schedule.rate_for_bar(7 * H) == 1e-4 and asked[-1] == (6 * H + 1, 8 * H)
     assert schedule.rate_for_bar(7 * H) == 1e-4 and len(asked) == 3  # nothing new to ask for this bar
     assert schedule.rate_for_bar(15 * H) == -3e-4
+
+
+def test_fetch_funding_covers_the_stored_candles(rng, tmp_path):
+    """``fetch --funding`` without --start: the range of the candles already in the store."""
+    from convnext_fast.data.funding import update_store_funding
+    from convnext_fast.data.store import CandleStore
+    from convnext_fast.data.synthetic import synthetic_candles
+
+    candles = synthetic_candles(200, seed=int(rng.integers(1000)))
+    CandleStore(tmp_path).write(candles, "BTCUSDT", "60")
+    first, last = int(candles.start_ms[0]), int(candles.start_ms[-1])
+    times = np.arange(first - 40 * H, last + 40 * H, 8 * H)
+    creds = Credentials("k" * 18, "s" * 36)
+    with FakeExchange(creds, funding=[(int(t), "0.0001") for t in times]) as fake:
+        client = BybitClient(fake.url, category="linear", progress=False, min_request_interval=0.0)
+        line = update_store_funding(client, tmp_path, "BTCUSDT", None, last)
+    stored = find_funding(tmp_path, "BTCUSDT")
+    assert "funding.parquet" in line
+    np.testing.assert_array_equal(stored.time_ms, times[(times >= first) & (times <= last)])
