@@ -148,8 +148,7 @@ def test_live_funding_schedule_refreshes_once_per_new_bar_and_survives_a_failure
             raise UserError("Bybit unreachable")
         return FundingRates(np.array([8 * H, 16 * H]), np.array([1e-4, -3e-4]))
 
-    schedule = FundingSchedule(None, H, refresh)
-    schedule._asked_until = 5 * H
+    schedule = FundingSchedule(None, H, refresh, known_until_ms=5 * H)
     assert schedule.rate_for_bar(5 * H) == 0.0 and asked == [(5 * H + 1, 6 * H)]
     assert schedule.rate_for_bar(6 * H) == 0.0 and len(asked) == 2  # failed: logged, asked again next bar
     assert schedule.rate_for_bar(7 * H) == 1e-4 and asked[-1] == (6 * H + 1, 8 * H)

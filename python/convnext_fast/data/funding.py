@@ -162,10 +162,19 @@ class FundingSchedule:
     """Per-bar funding for the live paper broker: known settlements plus, for a live market, a refresh
     (``refresh(after_ms, until_ms) -> FundingRates``) asked once a bar closes past the last known one."""
 
-    def __init__(self, rates: FundingRates | None, interval_ms: int, refresh: Callable | None = None):
+    def __init__(
+        self,
+        rates: FundingRates | None,
+        interval_ms: int,
+        refresh: Callable | None = None,
+        *,
+        known_until_ms: int | None = None,
+    ):
         self.rates = rates or FundingRates.concat([])
         self.interval_ms, self.refresh = int(interval_ms), refresh
-        self._asked_until = int(self.rates.time_ms[-1]) if len(self.rates) else 0
+        if known_until_ms is None:
+            known_until_ms = int(self.rates.time_ms[-1]) if len(self.rates) else 0
+        self._asked_until = int(known_until_ms)  # settlements up to here are known (or were asked for)
 
     def rate_for_bar(self, start_ms: int) -> float:
         end = int(start_ms) + self.interval_ms

@@ -202,9 +202,11 @@ def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool)
 
             client = BybitClient(args.base_url, category=args.category, progress=False)
             schedule = FundingSchedule(
-                None, interval_ms, lambda start, end: fetch_funding(client, args.symbol, start, end)
+                None,
+                interval_ms,
+                lambda start, end: fetch_funding(client, args.symbol, start, end),
+                known_until_ms=int(history.start_ms[-1]) + interval_ms if len(history) else 0,
             )
-            schedule._asked_until = int(history.start_ms[-1]) + interval_ms if len(history) else 0
             where = "Bybit funding history"
     if schedule is not None:
         on_bar = engine.broker.on_bar
