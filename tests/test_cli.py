@@ -36,7 +36,8 @@ def test_every_command_documents_its_options(command, capsys):
         (["live", "--resume", "--state", "/no/such/state.json"], "does not exist"),
         (["live", "--checkpoint", "/no/such/model.safetensors"], "does not exist"),
         (["live", "--source", "synthetic", "--threshold", "1.5"], "--threshold"),
-        (["live", "--orders", "--source", "synthetic"], "--order-qty"),
+        (["live", "--orders", "--source", "synthetic"], "--source ws or rest"),
+        (["live", "--orders", "--source", "ws"], "--order-qty"),
         (["--config", "/no/such/config.toml", "live"], "no such file"),
     ],
 )

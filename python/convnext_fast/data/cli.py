@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", help="last candle wanted (default: now)")
     parser.add_argument("--import-csv", metavar="PATH", help="import this CSV instead of fetching")
     parser.add_argument("--base-url", default="https://api.bybit.com", help="Bybit REST base URL")
+    parser.add_argument(
+        "--funding", action="store_true", help="also store the funding history (linear/inverse perpetuals)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     with BybitClient(args.base_url, category=args.category) as client:
         # One series per call so that more symbols (or more kinds of series) are a loop over this.
         report = store.update(client, args.symbol, args.interval, start_ms=start, end_ms=end)
+        if args.funding:
+            from convnext_fast.data.funding import update_store_funding
+
+            print(update_store_funding(client, args.store, args.symbol, start, end))
     print(f"{report.path}: +{report.added} candles, {report.candles!r}")
     _report_gaps(report.gaps)
     return 0

@@ -88,16 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--max-bars", type=int, help="stop after this many closed candles")
     out.add_argument("--verbose", action="store_true", help="log every ignored candle")
 
-    orders = parser.add_argument_group("real orders (opt-in; keys from BYBIT_API_KEY / BYBIT_API_SECRET)")
-    orders.add_argument("--orders", action="store_true", help="send real orders mirroring the paper position")
-    orders.add_argument("--mainnet", action="store_true", help="orders on mainnet (default: testnet)")
-    orders.add_argument("--order-qty", type=float, help="contracts per position (required with --orders)")
-    orders.add_argument(
-        "--max-position", type=float, help="position guard in contracts (required with --orders)"
-    )
-    orders.add_argument(
-        "--orders-url", help="private REST base URL (default: Bybit testnet; mainnet with --mainnet)"
-    )
+    from .order_cli import add_order_arguments, add_sizing_and_funding_arguments
+
+    add_sizing_and_funding_arguments(parser)
+    add_order_arguments(parser)
 
 
 @dataclass
@@ -208,29 +202,9 @@ def _feed(args, need: int, resume_after: int | None) -> Feed:
 
 
 def _order_hook(args, broker_config):
-    if not args.orders:
-        return None
-    import httpx
+    from .order_cli import order_hook
 
-    from .orders import MAINNET_URL, TESTNET_URL, BybitOrders, Credentials, OrderError, OrderMirror
-
-    if args.order_qty is None or args.max_position is None:
-        raise UserError("--orders needs --order-qty and --max-position")
-    orders = BybitOrders(
-        Credentials.from_env(),
-        max_position_qty=args.max_position,
-        base_url=args.orders_url or (MAINNET_URL if args.mainnet else TESTNET_URL),
-    )
-    mirror = OrderMirror(orders, args.symbol, args.order_qty, close_on_hold=broker_config.close_on_hold)
-
-    def mirror_orders(engine) -> None:
-        # A refused or failed order must not stop the paper loop; it is logged loudly instead.
-        try:
-            mirror.after_bar(engine.broker.pending_signal)
-        except (OrderError, httpx.HTTPError) as exc:
-            log.error("order not placed: %s", exc)
-
-    return mirror_orders
+    return order_hook(args, broker_config)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -263,6 +237,11 @@ def run(args: argparse.Namespace) -> int:
     )
     feed = _feed(args, engine.history_needed, state.last_start_ms if state else None)
     seeded = engine.warm_up(feed.history)
+    from .order_cli import attach_sizing_and_funding
+
+    rules = attach_sizing_and_funding(
+        args, engine, config, feed.history, synthetic=feed.label == SYNTHETIC_BANNER
+    )
     if state is not None:
         engine.bars_processed = state.bars_processed
 
@@ -282,8 +261,11 @@ def run(args: argparse.Namespace) -> int:
         "seeded_bars": seeded,
         "resumed_from": format_ms(state.last_start_ms) if state else None,
         "startup_s": round(time.perf_counter() - started, 3),
+        "rules": rules,
     }
     sink.start(info, f"{feed.label} | {model_label} | backend {backend} | seeded {seeded} candles")
+    if after_candle is not None:  # order events go to the same JSON lines
+        after_candle.attach(sink._json)
     ctx = LiveContext(
         args.symbol,
         args.interval,
