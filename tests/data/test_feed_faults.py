@@ -174,15 +174,18 @@ def test_fetch_cli_reports_exchange_holes(rng, tmp_path, capsys):
     history = random_candles(rng, 800)
     holed, _ = _with_holes(rng, history, 2)  # the exchange itself lacks these
     with FakeBybit(holed) as fake:
-        args = argparse.Namespace(
-            symbol="BTCUSDT",
-            interval="60",
-            category="linear",
-            store=str(tmp_path / "s"),
-            start=str(int(history.start_ms[0])),
-            end=None,
-            import_csv=None,
-            base_url=fake.rest_url,
+        # Through the real parser, so options added to `fetch` later get their defaults here too.
+        parser = argparse.ArgumentParser()
+        cli.add_arguments(parser)
+        args = parser.parse_args(
+            [
+                "--store",
+                str(tmp_path / "s"),
+                "--start",
+                str(int(history.start_ms[0])),
+                "--base-url",
+                fake.rest_url,
+            ]
         )
         assert cli.run(args) == 0
     out = capsys.readouterr().out
