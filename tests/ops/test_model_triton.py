@@ -18,7 +18,12 @@ from tests.helpers import TOLERANCE, assert_close
 from tests.ops.conftest import triton_interpreter_usable
 
 ROOT = Path(__file__).resolve().parents[2]
-TRITON_TEST_FILES = ["test_dwconv_layernorm_triton.py", "test_bottleneck_triton.py", "test_model_triton.py"]
+TRITON_TEST_FILES = [
+    "test_dwconv_layernorm_triton.py",
+    "test_bottleneck_triton.py",
+    "test_triton_dispatch.py",
+    "test_model_triton.py",
+]
 
 TINY = {"in_chans": 20, "dims": (8, 16, 24, 40), "depths": (1, 1, 1, 1)}
 
