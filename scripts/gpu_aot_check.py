@@ -338,17 +338,27 @@ def write_markdown(rows: list[dict], path: Path, wall: float) -> None:
         "| numerics fp32 / fp16, forward + backward, ragged T, C = 8/40/100, drop path, whole model |"
         " `TRITON_INTERPRET=1` on CPU tensors vs a float64 reference (fp32 ≤ 1e-5, fp16 ≤ 5e-3 relative) |"
         " CI: `tests/ops/test_*_triton.py` |",
-        "| compilation, registers, shared memory, spills, tensor-core use for sm_80 / sm_90 | this table | CI:"
-        " `tests/scripts/test_gpu_aot.py` (bf16, every config) |",
-        "| bf16; `tl.dot` at its hardware precision (tensor cores, fp32 accumulate); compiled code paths;"
-        " determinism; `torch.compile` tracing | `tests/gpu/` full grid | only with CUDA (skipped here) |",
-        "| speed | `benchmarks/bench_gpu.py`, model in `docs/gpu_performance.md` | only with CUDA: **not measured** |",
+        "| autocast: dtype decision (CUDA autocast mocked), fp16 CPU-autocast numerics through both ops;"
+        " bitwise-equal outputs and gradients across row-kernel configs and batch sizes; 1-D grids at"
+        " B = 70,000; deterministic mode's config rule | interpreter, and the dispatch code with launches"
+        " recorded | CI: `tests/ops/test_triton_dispatch.py` |",
+        "| compilation, registers, shared memory, spills, tensor-core use; the fused MLP's `tl.dot` guard"
+        " (BLOCK_C = 8 must not compile, 16 must) | this table | CI: `tests/scripts/test_gpu_aot.py`"
+        " (`--quick`: bf16, sm_90, one config per kernel); this table: every config, both targets |",
+        "| CUDA-graph session's bookkeeping (static buffers, shapes, re-capture) | capture replaced by a recorder |"
+        " CI: `tests/gpu/test_gpu_session_logic.py` |",
+        "| bf16; `tl.dot` at its hardware precision; compiled code paths; bf16 autocast through the model;"
+        " gradient bits across processes; B = 70,000; the CUDA-graph session; `torch.compile` tracing |"
+        " `tests/gpu/` | only with CUDA (**not run**: no GPU lent yet) |",
+        "| speed | `scripts/gpu_check.sh` (one table, model beside), `benchmarks/bench_gpu.py`; model in"
+        " `docs/gpu_performance.md` | only with CUDA: **not measured** |",
         "",
         "The interpreter runs `tl.dot` as an fp32 numpy matmul, so it cannot show tensor-core rounding (fp16/bf16",
         "inputs with fp32 accumulation) and it mishandles bf16 (numpy has no bf16), so bf16 numerics and the",
         "compiled kernels' dot precision are verified only by `tests/gpu/` on a GPU. It also ignores",
         "`num_warps`, layouts, pipelining and the autotuner (it runs one fixed config), which this table covers",
-        "for resources but not for timing.",
+        "for resources but not for timing; and it does not enforce `tl.dot`'s minimum shapes, which the guard",
+        "row below does.",
         "",
         "## Compile results",
         "",

@@ -205,3 +205,20 @@ def test_grids_are_one_dimensional_past_the_batch_cap(triton_device, monkeypatch
     for name, grid in grids:
         assert len(grid) == 1 and grid[0] < 2**31 - 1, (name, grid)
     assert dict(grids)["dwconv_layernorm_fwd_kernel"][0] >= b
+
+
+def test_deterministic_mode_picks_the_first_config_the_pruner_keeps(triton_device):
+    """Under torch.use_deterministic_algorithms(True) a GPU launch uses rule_config: no timing, so every
+    process picks the same config for the same sizes and dtypes."""
+    from convnext_fast.ops.bottleneck.triton_kernels import bwd_hidden_kernel, gemm_bias_gelu_kernel
+    from convnext_fast.ops.triton_utils import rule_config
+
+    half, single = torch.empty(1, dtype=torch.float16), torch.empty(1, dtype=torch.float32)
+    small = rule_config(
+        gemm_bias_gelu_kernel, (half, half, half, half, 20, 384, 96, 32), {"PRECISION": "tf32"}
+    )
+    assert (small.kwargs["BLOCK_M"], small.kwargs["BLOCK_N"]) == (32, 64)
+    big = rule_config(gemm_bias_gelu_kernel, (half, half, half, half, 1 << 15, 384, 96, 1 << 15), {})
+    assert (big.kwargs["BLOCK_M"], big.kwargs["BLOCK_N"], big.num_warps) == (128, 128, 8)
+    fp32 = rule_config(bwd_hidden_kernel, (single,) * 7 + (1 << 15, 384, 96, 1 << 15), {})
+    assert fp32.kwargs["BLOCK_M"] * fp32.kwargs["BLOCK_N"] <= 2048 and fp32.kwargs["BLOCK_K"] <= 32

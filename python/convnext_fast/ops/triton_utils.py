@@ -113,7 +113,14 @@ def row_pruner(max_per_thread: int):
         budget = _row_budget(max_per_thread, data.element_size() if data is not None else 2)
         warps = row_warps(block_c)
         same_warps = [c for c in configs if c.num_warps == warps]
-        kept = [c for c in same_warps if c.kwargs["SUBTILES"] * rows * block_c / (32 * warps) <= budget]
+        # a step taller than a backward chunk would only compute masked-out rows
+        step_limit = named_args.get("rows_per_chunk") or 1 << 30
+        kept = [
+            c
+            for c in same_warps
+            if c.kwargs["SUBTILES"] * rows * block_c / (32 * warps) <= budget
+            and (c.kwargs["SUBTILES"] == 1 or c.kwargs["SUBTILES"] * rows <= step_limit)
+        ]
         return kept or [min(same_warps, key=lambda c: c.kwargs["SUBTILES"])]
 
     return prune
