@@ -261,12 +261,14 @@ def bottleneck_fwd_table() -> list[str]:
         seqs = bottleneck_kernels(m, c)
         fm = seqs["fused-MLP fwd"][0]
         bm = fused_mlp_block_m(m, c)
-        tile = f"{bm} ({'wgmma' if fm.wgmma else 'mma.sync'})" if c <= FUSED_MLP_MAX_C else "— (C > 256)"
+        fits = c <= FUSED_MLP_MAX_C
+        tile = f"{bm} ({'wgmma' if fm.wgmma else 'mma.sync'})" if fits else "— (C > 256)"
+        l2 = f"{fm.l2 / 1e6:.0f}" if fits else "—"
         design = "fused MLP" if use_fused_mlp(m, c, ELEMENT) else "two GEMMs"
         eager, chosen = seconds(seqs["eager fwd"]), seconds(seqs["fused fwd"])
         fused_mlp = us(seconds(seqs["fused-MLP fwd"])) if c <= FUSED_MLP_MAX_C else "—"
         lines.append(
-            f"| {variant} | {stage} | {c} | {b} | {m} | {tile} | {fm.l2 / 1e6:.0f} |"
+            f"| {variant} | {stage} | {c} | {b} | {m} | {tile} | {l2} |"
             f" {us(old_bottleneck_fused_fwd_seconds(m, c))} | {us(old_seconds(seqs['eager fwd']))} | {us(eager)} |"
             f" {us(seconds(seqs['two-GEMM fwd']))} | {fused_mlp} | {design} | {eager / chosen:.2f}× |"
         )
