@@ -359,7 +359,9 @@ def findings() -> list[str]:
         f"- **B = 1** (live inference) is CPU-launch-bound: eager issues 7 ATen ops per block, the fused path"
         f" 2–3 Triton launches at ~{TRITON_LAUNCH_S * 1e6:.0f} µs each, so the gain"
         f" ({speedups(bn, 'fwd', (1,))} bottleneck forward) is small. In a CUDA graph"
-        f" ({GRAPH_LAUNCH_S * 1e6:.1f} µs per node, `convnext_fast.gpu_session`) the GPU time decides.",
+        f" ({GRAPH_LAUNCH_S * 1e6:.1f} µs per node, `convnext_fast.gpu_session`) the GPU time decides. Not"
+        " modelled: Python dispatch per op call (a `torch.library` custom-op call measured ~49 µs on this"
+        " project's dev CPU, docs/design.md), which at B = 1 can erase the launch savings outside a graph.",
         "",
     ]
 
