@@ -178,9 +178,9 @@ def test_per_sample_gradients_do_not_depend_on_the_batch(triton_device):
     assert torch.equal(batch[1][:1], alone[1])
 
 
-def test_grids_are_one_dimensional_past_the_batch_cap(triton_device, monkeypatch):
-    """B = 70,000 > 65,535 (CUDA's cap on grid axes 1 and 2): every launch of both ops uses one grid axis.
-    The launches are recorded, not run."""
+def test_grids_fit_cudas_limits_past_the_batch_cap(triton_device, monkeypatch):
+    """B = 70,000 > 65,535 (CUDA's cap on grid axes 1 and 2): the batch goes on axis 0 (cap 2³¹ − 1) or is
+    folded into the bottleneck's 1-D row-tile grids. The launches are recorded, not run."""
     from convnext_fast.ops.bottleneck import triton as bn
     from convnext_fast.ops.dwconv_layernorm import triton as dw
 
@@ -203,8 +203,16 @@ def test_grids_are_one_dimensional_past_the_batch_cap(triton_device, monkeypatch
     names = {name for name, _ in grids}
     assert {"dwconv_layernorm_fwd_kernel", "branch_grad_kernel", "fused_mlp_kernel"} <= names
     for name, grid in grids:
-        assert len(grid) == 1 and grid[0] < 2**31 - 1, (name, grid)
-    assert dict(grids)["dwconv_layernorm_fwd_kernel"][0] >= b
+        assert grid[0] < 2**31 - 1 and all(g <= 65_535 for g in grid[1:]), (name, grid)
+    assert dict(grids)["dwconv_layernorm_fwd_kernel"][0] == b
+
+
+def test_sequences_longer_than_grid_axis_one_allows_are_refused(triton_device):
+    from convnext_fast.ops.dwconv_layernorm.triton import MAX_T, dwconv_layernorm
+
+    _, w, cb, nw, nb = (p.to(triton_device) for p in dwconv_layernorm_inputs(1, 1, 4))
+    with pytest.raises(ValueError, match="at most"):
+        dwconv_layernorm(torch.randn(1, MAX_T + 1, 4, device=triton_device), w, cb, nw, nb)
 
 
 def test_deterministic_mode_picks_the_first_config_the_pruner_keeps(triton_device):

@@ -102,9 +102,10 @@ def reduce_rows(block_c: int, element_size: int, max_per_thread: int) -> int:
     return max(2, min(64, 1 << max(0, rows.bit_length() - 1)))
 
 
-def row_pruner(max_per_thread: int):
-    """Keep the configs with the warp count fixed for this BLOCK_C and at most ``max_per_thread`` (16-bit;
-    half for fp32) values per thread across their sub-tiles; at least SUBTILES = 1."""
+def row_pruner(max_per_thread: int, max_subtiles: int = 4):
+    """Keep the configs with the warp count fixed for this BLOCK_C: SUBTILES = 1 (a quarter of the budget,
+    by :func:`reduce_rows`) and more sub-tiles while they hold at most half of ``max_per_thread`` (16-bit;
+    half that for fp32) values per thread."""
 
     def prune(configs: Sequence[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
         block_c = kwargs.get("BLOCK_C", named_args.get("BLOCK_C"))
@@ -113,15 +114,19 @@ def row_pruner(max_per_thread: int):
         budget = _row_budget(max_per_thread, data.element_size() if data is not None else 2)
         warps = row_warps(block_c)
         same_warps = [c for c in configs if c.num_warps == warps]
-        # a step taller than a backward chunk would only compute masked-out rows
         step_limit = named_args.get("rows_per_chunk") or 1 << 30
-        kept = [
-            c
-            for c in same_warps
-            if c.kwargs["SUBTILES"] * rows * block_c / (32 * warps) <= budget
-            and (c.kwargs["SUBTILES"] == 1 or c.kwargs["SUBTILES"] * rows <= step_limit)
-        ]
-        return kept or [min(same_warps, key=lambda c: c.kwargs["SUBTILES"])]
+
+        def fits(c: triton.Config) -> bool:
+            subtiles = c.kwargs["SUBTILES"]
+            if subtiles == 1:
+                return True
+            # several sub-tiles in flight: half the budget (fp32 at the full budget spilled on sm_80)
+            per_thread = subtiles * rows * block_c / (32 * warps)
+            # and a step taller than a backward chunk would only compute masked-out rows
+            return subtiles <= max_subtiles and per_thread <= budget // 2 and subtiles * rows <= step_limit
+
+        kept = [c for c in same_warps if fits(c)]
+        return kept
 
     return prune
 

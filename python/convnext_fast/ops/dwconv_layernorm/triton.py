@@ -26,6 +26,7 @@ from ..triton_utils import (
 )
 from .triton_kernels import (
     BWD_CONV_MAX_PER_THREAD,
+    BWD_NORM_MAX_PER_THREAD,
     INTERPRETER_CONFIG,
     MAX_PER_THREAD,
     dwconv_layernorm_bwd_conv_kernel,
@@ -36,9 +37,16 @@ from .triton_kernels import (
 check_interpreter_mode(dwconv_layernorm_fwd_kernel)
 
 
+# Grid axis 1 holds a sample's tiles (CUDA caps it at 65,535): the smallest tiles are 2 rows forward,
+# CHUNK_ROWS backward.
+MAX_T = 65_535 * 2
+
+
 def _check_inputs(x, conv_weight, conv_bias, norm_weight, norm_bias) -> None:
     if x.ndim != 3:
         raise ValueError(f"x must be channels-last [B, T, C], got shape {tuple(x.shape)}")
+    if x.shape[1] > MAX_T:
+        raise ValueError(f"x has T={x.shape[1]} time steps; the Triton kernels take at most {MAX_T}")
     c = x.shape[-1]
     if conv_weight.ndim != 3 or conv_weight.shape[0] != c or conv_weight.shape[1] != 1:
         raise ValueError(f"conv_weight must be [C={c}, 1, K], got {tuple(conv_weight.shape)}")
@@ -70,7 +78,7 @@ def dwconv_layernorm_fwd(
     launch(
         dwconv_layernorm_fwd_kernel,
         INTERPRETER_CONFIG,
-        lambda meta: (b * triton.cdiv(t, meta["REDUCE_T"] * meta["SUBTILES"]),),
+        lambda meta: (b, triton.cdiv(t, meta["REDUCE_T"] * meta["SUBTILES"])),
         x, conv_weight, conv_bias, norm_weight, norm_bias, out, mean, rstd, t, c, bucket(t), 1.0 / c, eps,
         K=conv_weight.shape[-1], BLOCK_C=block_c, REDUCE_T=reduce_rows(block_c, x.element_size(), MAX_PER_THREAD),
     )  # fmt: skip
@@ -101,16 +109,16 @@ def dwconv_layernorm_bwd(
     launch(
         dwconv_layernorm_bwd_norm_kernel,
         INTERPRETER_CONFIG,
-        lambda meta: (b * n_chunks,),
+        lambda meta: (b, n_chunks),
         x, conv_weight, conv_bias, norm_weight, dout, mean, rstd, dy, norm_partial, t, c, bucket(t), 1.0 / c,
-        CHUNK_ROWS, n_chunks,
-        K=k, BLOCK_C=block_c, REDUCE_T=reduce_rows(block_c, x.element_size(), MAX_PER_THREAD),
+        CHUNK_ROWS,
+        K=k, BLOCK_C=block_c, REDUCE_T=reduce_rows(block_c, x.element_size(), BWD_NORM_MAX_PER_THREAD),
     )  # fmt: skip
     launch(
         dwconv_layernorm_bwd_conv_kernel,
         INTERPRETER_CONFIG,
-        lambda meta: (b * n_chunks,),
-        x, conv_weight, dy, dx, conv_partial, t, c, bucket(t), CHUNK_ROWS, n_chunks,
+        lambda meta: (b, n_chunks),
+        x, conv_weight, dy, dx, conv_partial, t, c, bucket(t), CHUNK_ROWS,
         K=k, BLOCK_C=block_c, BLOCK_K=triton.next_power_of_2(k + 1),
         REDUCE_T=reduce_rows(block_c, x.element_size(), BWD_CONV_MAX_PER_THREAD),
     )  # fmt: skip

@@ -4,8 +4,9 @@ One program owns ``REDUCE_T · SUBTILES`` time steps × all ``C`` channels of on
 power of two ≥ C), so the LayerNorm statistics never leave registers. Tiles are ``[REDUCE_T, BLOCK_C]``
 with REDUCE_T and the warp count fixed by C and the dtype (:func:`~convnext_fast.ops.triton_utils.reduce_rows`):
 every sum has one association order whatever the autotuner picks, so forward and backward are bitwise
-reproducible across processes, tuned configs and batch sizes. The grid is one flat axis (samples ×
-tiles): CUDA caps grid axes 1 and 2 at 65,535, axis 0 at 2³¹ − 1. The K conv taps are K shifted loads of the
+reproducible across processes, tuned configs and batch sizes. The grid is (samples, tiles of a sample):
+the batch on axis 0, which CUDA allows up to 2³¹ − 1 (axes 1 and 2 stop at 65,535), and no integer
+division to recover the sample (a flat axis needed one, whose subroutine call spilled on sm_90). The K conv taps are K shifted loads of the
 same rows: they hit L1/L2, so HBM sees x once. Row offsets are int64: ``B·T·C`` may exceed 2³¹.
 
 Backward is two kernels because dx needs the LayerNorm gradient ``dy`` of *neighbouring* rows (the
@@ -27,6 +28,9 @@ INTERPRETER_CONFIG = ROW_INTERPRETER_CONFIG
 # the unrolled taps' shifted loads, the [BLOCK_K, BLOCK_C] accumulator): a quarter of the others' budget
 # (at 16, sm_90 still spilled: scripts/gpu_aot_check.py).
 MAX_PER_THREAD = 32
+# bwd_norm keeps y, xhat, g, gh and dy live; with two sub-tiles per step sm_80 spilled (STL/LDL) even at
+# 56 registers (scripts/gpu_aot_check.py), so it runs one tile per step.
+BWD_NORM_MAX_PER_THREAD = 16
 BWD_CONV_MAX_PER_THREAD = 8
 
 
@@ -47,11 +51,11 @@ def _conv_tile(x_ptr, w_ptr, cb_ptr, row0, t, c, T, C, K: tl.constexpr):
     return acc + tl.load(cb_ptr + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
 
 
-def _tuned(max_per_thread: int):
+def _tuned(max_per_thread: int, max_subtiles: int = 4):
     return triton.autotune(
         ROW_CONFIGS,
         key=["C", "T_BUCKET"],
-        prune_configs_by={"early_config_prune": row_pruner(max_per_thread)},
+        prune_configs_by={"early_config_prune": row_pruner(max_per_thread, max_subtiles)},
         cache_results=True,
     )
 
@@ -63,16 +67,14 @@ def dwconv_layernorm_fwd_kernel(
     T, C, T_BUCKET, inv_c, eps,
     K: tl.constexpr, REDUCE_T: tl.constexpr, SUBTILES: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    tiles = tl.cdiv(T, REDUCE_T * SUBTILES)
-    pid = tl.program_id(0)
-    sample = pid // tiles
+    sample, tile = tl.program_id(0), tl.program_id(1)
     c = tl.arange(0, BLOCK_C)
     cmask = c < C
     row0 = sample.to(tl.int64) * T
     nw = tl.load(nw_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     nb = tl.load(nb_ptr + c, mask=cmask, other=0.0).to(tl.float32)
     for s in tl.static_range(SUBTILES):
-        t = ((pid % tiles) * SUBTILES + s) * REDUCE_T + tl.arange(0, REDUCE_T)
+        t = (tile * SUBTILES + s) * REDUCE_T + tl.arange(0, REDUCE_T)
         y = _conv_tile(x_ptr, w_ptr, cb_ptr, row0, t, c, T, C, K)
         # × 1/C and rsqrt rather than IEEE division: ptxas compiles fp32 division to a subroutine call whose
         # stack frame scripts/gpu_aot_check.py would flag (and rsqrt is 1 ulp, far inside the tolerance).
@@ -86,16 +88,15 @@ def dwconv_layernorm_fwd_kernel(
         tl.store(rstd_ptr + row0 + t, rstd, mask=tmask)
 
 
-@_tuned(MAX_PER_THREAD)
+@_tuned(BWD_NORM_MAX_PER_THREAD, max_subtiles=1)
 @triton.jit
 def dwconv_layernorm_bwd_norm_kernel(
     x_ptr, w_ptr, cb_ptr, nw_ptr, dout_ptr, mean_ptr, rstd_ptr, dy_ptr, partial_ptr,
-    T, C, T_BUCKET, inv_c, rows_per_chunk, n_chunks,
+    T, C, T_BUCKET, inv_c, rows_per_chunk,
     K: tl.constexpr, REDUCE_T: tl.constexpr, SUBTILES: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """``dy = ∂L/∂(conv output)`` through LayerNorm, and this chunk's partial ``[dγ, dβ]`` (2 × C)."""
-    pid = tl.program_id(0)
-    sample, chunk = pid // n_chunks, pid % n_chunks
+    sample, chunk, n_chunks = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
     c = tl.arange(0, BLOCK_C)
     cmask = c < C
     row0 = sample.to(tl.int64) * T
@@ -121,7 +122,7 @@ def dwconv_layernorm_bwd_norm_kernel(
             c2 = tl.sum(gh, axis=1) * inv_c
             dy = (gh - xhat * c1[:, None] - c2[:, None]) * rstd[:, None]
             tl.store(dy_ptr + offs, dy, mask=mask)
-    part = pid.to(tl.int64) * 2 * C
+    part = (sample.to(tl.int64) * n_chunks + chunk) * 2 * C
     tl.store(partial_ptr + part + c, dgamma, mask=cmask)
     tl.store(partial_ptr + part + C + c, dbeta, mask=cmask)
 
@@ -130,14 +131,13 @@ def dwconv_layernorm_bwd_norm_kernel(
 @triton.jit
 def dwconv_layernorm_bwd_conv_kernel(
     x_ptr, w_ptr, dy_ptr, dx_ptr, partial_ptr,
-    T, C, T_BUCKET, rows_per_chunk, n_chunks,
+    T, C, T_BUCKET, rows_per_chunk,
     K: tl.constexpr, REDUCE_T: tl.constexpr, SUBTILES: tl.constexpr, BLOCK_C: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """dx (transposed depthwise conv of dy) and this chunk's partial ``[dW[:, 0..K-1], db]`` ((K+1) × C),
     kept as one ``[BLOCK_K, BLOCK_C]`` accumulator (row K is db) since Triton has no register arrays."""
-    pid = tl.program_id(0)
-    sample, chunk = pid // n_chunks, pid % n_chunks
+    sample, chunk, n_chunks = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
     c = tl.arange(0, BLOCK_C)
     cmask = c < C
     taps = tl.arange(0, BLOCK_K)
@@ -148,7 +148,7 @@ def dwconv_layernorm_bwd_conv_kernel(
         for s in tl.static_range(SUBTILES):
             t = t0 + s * REDUCE_T + tl.arange(0, REDUCE_T)
             acc = _bwd_conv_tile(x_ptr, w_ptr, dy_ptr, dx_ptr, acc, taps, row0, t, t_end, c, T, C, K)
-    part = pid.to(tl.int64) * (K + 1) * C
+    part = (sample.to(tl.int64) * n_chunks + chunk) * (K + 1) * C
     tl.store(
         partial_ptr + part + taps[:, None] * C + c[None, :], acc, mask=(taps[:, None] <= K) & cmask[None, :]
     )
