@@ -230,3 +230,21 @@ def test_deterministic_mode_picks_the_first_config_the_pruner_keeps(triton_devic
     assert (big.kwargs["BLOCK_M"], big.kwargs["BLOCK_N"], big.num_warps) == (128, 128, 8)
     fp32 = rule_config(bwd_hidden_kernel, (single,) * 7 + (1 << 15, 384, 96, 1 << 15), {})
     assert fp32.kwargs["BLOCK_M"] * fp32.kwargs["BLOCK_N"] <= 2048 and fp32.kwargs["BLOCK_K"] <= 32
+
+
+def test_autotune_keys_are_bucketed(triton_device):
+    """No autotuner keys on an exact row or time-step count (a re-tune for every new batch size): only on
+    layer widths and power-of-two buckets, which convnext_fast.ops.triton_utils.bucket computes."""
+    import triton
+
+    from convnext_fast.ops.bottleneck import triton_kernels as bn
+    from convnext_fast.ops.dwconv_layernorm import triton_kernels as dw
+    from convnext_fast.ops.triton_utils import bucket
+
+    tuners = [
+        v for m in (bn, dw) for v in vars(m).values() if isinstance(v, triton.runtime.autotuner.Autotuner)
+    ]
+    assert len(tuners) == 8
+    for tuner in tuners:
+        assert set(tuner.keys) <= {"M_BUCKET", "T_BUCKET", "N", "K", "C"}, tuner.keys
+    assert [bucket(n) for n in (1, 2, 3, 64, 65, 1000)] == [1, 2, 4, 64, 128, 1024]
