@@ -17,12 +17,12 @@ SHAPES = [(2, 37, 40), (1, 70, 100), (3, 5, 8)]  # (B, T, C): M = 74, 70, 15 row
 
 @pytest.fixture(params=["default", "two-gemm"])
 def forward_design(request, monkeypatch) -> str:
-    """Run the forward through the design the op picks (the fused-MLP kernel for fp16 at these widths,
-    two GEMMs for fp32) or force the two-GEMM kernels that wider layers use."""
+    """Run the forward through the design the op picks (the fused-MLP kernel for fp16 at C ≥ 16, two
+    GEMMs for fp32 and for C < 16) or force the two-GEMM kernels that wider layers use."""
     from convnext_fast.ops.bottleneck import triton as module
 
     if request.param == "two-gemm":
-        monkeypatch.setattr(module, "FUSED_MLP_MAX_C", 0)
+        monkeypatch.setattr(module, "use_fused_mlp", lambda m, c, size: False)
     return request.param
 
 

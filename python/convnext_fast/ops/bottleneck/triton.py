@@ -9,6 +9,11 @@ blocks of ``tiny`` in bf16 at B=512, T=256 (M = 512·16 rows).
 The backward recomputes the hidden activation from n; its ``[M, 4C]`` buffers live only during that
 block's backward.
 
+Dtypes: the GEMM operands (n, weights, the hidden activation, z) are in the op's compute dtype —
+the autocast dtype under autocast (:func:`~convnext_fast.ops.triton_utils.compute_dtype`), else x's — and
+the residual x and the output keep x's dtype (fp32 for stage 0 under CUDA autocast, whose LayerNorm
+returns fp32, as eager autocast keeps it).
+
 The three weight-gradient GEMMs (dW2 = gᵀh, dW1 = daᵀn, dn = da W1) have no elementwise work to fuse,
 so they go to ``torch.matmul`` (cuBLAS on CUDA), which is at least as fast as a Triton GEMM there.
 """
@@ -19,9 +24,18 @@ import torch
 import triton
 from torch.library import triton_op
 
-from ..triton_utils import check_interpreter_mode, check_same_device, dot_precision, launch, row_chunks
+from ..triton_utils import (
+    bucket,
+    check_interpreter_mode,
+    check_same_device,
+    compute_dtype,
+    dot_precision,
+    launch,
+    reduce_rows,
+)
 from .triton_kernels import (
-    FUSED_MLP_MAX_C,
+    BRANCH_GRAD_CHUNK_ROWS,
+    BRANCH_GRAD_MAX_PER_THREAD,
     INTERPRETER_FUSED_MLP_CONFIG,
     INTERPRETER_GEMM_CONFIG,
     INTERPRETER_ROW_CONFIG,
@@ -30,6 +44,7 @@ from .triton_kernels import (
     fused_mlp_kernel,
     gemm_bias_gelu_kernel,
     gemm_bias_residual_kernel,
+    use_fused_mlp,
 )
 
 check_interpreter_mode(gemm_bias_gelu_kernel)
@@ -69,30 +84,31 @@ def bottleneck_fwd(
     sample_scale: torch.Tensor | None,
     save_branch: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """→ ``(out [B, T, C], z [B·T, C] or empty)``; z = fc2 output before γ, kept only for backward."""
+    """→ ``(out [B, T, C] in x's dtype, z [B·T, C] or empty)``; z = fc2 output before γ, in n's (the
+    compute) dtype, kept only for backward."""
     b, t, c = x.shape
     m, hidden = b * t, fc1_weight.shape[0]
-    precision = dot_precision(x.dtype)
+    precision = dot_precision(n.dtype)
     out = torch.empty_like(x)
-    z = torch.empty((m, c) if save_branch else (0,), device=x.device, dtype=x.dtype)
+    z = torch.empty((m, c) if save_branch else (0,), device=x.device, dtype=n.dtype)
     has_scale = sample_scale is not None
     scale = sample_scale if has_scale else gamma  # any valid pointer; unread when HAS_SCALE is False
     flags = {"HAS_SCALE": has_scale, "STORE_Z": save_branch, "PRECISION": precision}
-    if c <= FUSED_MLP_MAX_C and x.dtype != torch.float32:
+    if use_fused_mlp(m, c, n.element_size()):
         launch(
             fused_mlp_kernel, INTERPRETER_FUSED_MLP_CONFIG, lambda meta: (triton.cdiv(m, meta["BLOCK_M"]),),
-            n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, scale, x, out, z, m, c, hidden, t,
+            n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, scale, x, out, z, m, c, hidden, bucket(m), t,
             BLOCK_C=triton.next_power_of_2(c), **flags,
         )  # fmt: skip
         return out, z
-    h = torch.empty(m, hidden, device=x.device, dtype=x.dtype)
+    h = torch.empty(m, hidden, device=x.device, dtype=n.dtype)
     launch(
         gemm_bias_gelu_kernel, INTERPRETER_GEMM_CONFIG, _gemm_grid(m, hidden),
-        n, fc1_weight, fc1_bias, h, m, hidden, c, PRECISION=precision,
+        n, fc1_weight, fc1_bias, h, m, hidden, c, bucket(m), PRECISION=precision,
     )  # fmt: skip
     launch(
         gemm_bias_residual_kernel, INTERPRETER_GEMM_CONFIG, _gemm_grid(m, c),
-        h, fc2_weight, fc2_bias, gamma, scale, x, out, z, m, c, hidden, t, **flags,
+        h, fc2_weight, fc2_bias, gamma, scale, x, out, z, m, c, hidden, bucket(m), t, **flags,
     )  # fmt: skip
     return out, z
 
@@ -108,23 +124,28 @@ def bottleneck_bwd(
     sample_scale: torch.Tensor | None,
     z: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """→ ``(dn, d fc1_weight, d fc1_bias, d fc2_weight, d fc2_bias, d gamma)``; dx is dout itself."""
+    """→ ``(dn, d fc1_weight, d fc1_bias, d fc2_weight, d fc2_bias, d gamma)``; dx is dout itself.
+    ``dout`` is in x's dtype; everything the GEMMs touch is in n's (the compute) dtype."""
     b, t, c = dout.shape
     m, hidden = b * t, fc1_weight.shape[0]
-    n_chunks = row_chunks(1, m)
-    g = torch.empty(m, c, device=dout.device, dtype=dout.dtype)
+    # Fixed-size chunks (not a function of B or of a tuned block): the partial sums, and so the bits of
+    # dγ and db2, depend only on the rows' values and their order.
+    n_chunks = triton.cdiv(m, BRANCH_GRAD_CHUNK_ROWS)
+    block_c = triton.next_power_of_2(c)
+    g = torch.empty(m, c, device=dout.device, dtype=n.dtype)
     partial = torch.empty(n_chunks, 2, c, device=dout.device, dtype=torch.float32)
     has_scale = sample_scale is not None
     launch(
         branch_grad_kernel, INTERPRETER_ROW_CONFIG, lambda meta: (n_chunks,),
-        dout, gamma, sample_scale if has_scale else gamma, z, g, partial, m, c, t, triton.cdiv(m, n_chunks),
-        HAS_SCALE=has_scale, BLOCK_C=triton.next_power_of_2(c),
+        dout, gamma, sample_scale if has_scale else gamma, z, g, partial, m, c, t, BRANCH_GRAD_CHUNK_ROWS,
+        HAS_SCALE=has_scale, BLOCK_C=block_c,
+        REDUCE_T=reduce_rows(block_c, dout.element_size(), BRANCH_GRAD_MAX_PER_THREAD),
     )  # fmt: skip
-    h = torch.empty(m, hidden, device=dout.device, dtype=dout.dtype)
+    h = torch.empty(m, hidden, device=dout.device, dtype=n.dtype)
     da = torch.empty_like(h)
     launch(
         bwd_hidden_kernel, INTERPRETER_GEMM_CONFIG, _gemm_grid(m, hidden),
-        n, fc1_weight, fc1_bias, g, fc2_weight, h, da, m, hidden, c, PRECISION=dot_precision(dout.dtype),
+        n, fc1_weight, fc1_bias, g, fc2_weight, h, da, m, hidden, c, bucket(m), PRECISION=dot_precision(n.dtype),
     )  # fmt: skip
     n2d = n.reshape(m, c)
     # Second stage of the two-stage reductions: fixed-order sums over chunks (deterministic, no atomics).
@@ -168,8 +189,9 @@ def bottleneck(
 ) -> torch.Tensor:
     """``x + sample_scale·gamma·(GELU(n W1ᵀ + b1) W2ᵀ + b2)``, channels-last (see :mod:`convnext_fast.ops`)."""
     _check_inputs(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
-    params = [p.to(x.dtype).contiguous() for p in (fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma)]
-    scale = None if sample_scale is None else sample_scale.to(x.dtype).contiguous()
+    dtype = compute_dtype(x)
+    params = [p.to(dtype).contiguous() for p in (fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma)]
+    scale = None if sample_scale is None else sample_scale.to(dtype).contiguous()
     tensors = (x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma)
     save_branch = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return bottleneck_fwd(x.contiguous(), n.contiguous(), *params, scale, save_branch)[0]
+    return bottleneck_fwd(x.contiguous(), n.to(dtype).contiguous(), *params, scale, save_branch)[0]

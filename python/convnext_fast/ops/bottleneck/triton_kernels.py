@@ -1,16 +1,20 @@
 """Raw Triton kernels for the GELU inverted bottleneck ``x + s·γ·(GELU(n W1ᵀ + b1) W2ᵀ + b2)``.
 
-Forward, two designs chosen by width (numbers in docs/gpu_performance.md):
+Forward, two designs (:func:`use_fused_mlp` picks; numbers in docs/gpu_performance.md):
 
-- C ≤ ``FUSED_MLP_MAX_C`` (256), fp16/bf16: ``fused_mlp_kernel`` — one program owns ``BLOCK_M`` rows × all C,
-  loops over the hidden dimension in ``BLOCK_H`` slices, and never writes the ``[M, 4C]`` hidden
-  activation. The performance model predicts this beats two GEMMs by 2–4× at C = 96–256 (the hidden
-  round trip dominates there); it needs the ``[BLOCK_M, C]`` fp32 accumulator resident, which fits
-  registers only up to C ≈ 256.
-- wider, or fp32 (IEEE fp32 dots keep their operands in registers, and a whole-C one spills
-  thousands of registers): ``gemm_bias_gelu_kernel`` (h = GELU(n W1ᵀ + b1)) then ``gemm_bias_residual_kernel``
-  (z = h W2ᵀ + b2; out = x + s[sample]·γ·z), where the GEMMs are compute-bound and the hidden round
-  trip costs little.
+- ``fused_mlp_kernel``: one program owns ``BLOCK_M`` rows × all C, loops over the hidden dimension in
+  ``BLOCK_H`` slices, and never writes the ``[M, 4C]`` hidden activation. Each program re-reads all of
+  W1 and W2 (16·C² bytes in bf16) from L2, and its ``[BLOCK_M, C]`` fp32 accumulator must stay in
+  registers: BLOCK_M = 64 (wgmma on sm_90) fits up to C = 128, only 32 (mma.sync) at C = 192–256. The
+  corrected model predicts a win only while there are few row tiles, so the op runs it for 16-bit
+  storage, 16 ≤ C ≤ 256 (``tl.dot`` needs every operand dimension ≥ 16), and for C > 128 only up to
+  M·C² ≤ ``FUSED_MLP_MAX_WORK``.
+- otherwise, and for fp32 (IEEE fp32 dots keep their operands in registers, and a whole-C one spills):
+  ``gemm_bias_gelu_kernel`` (h = GELU(n W1ᵀ + b1)) then ``gemm_bias_residual_kernel``
+  (z = h W2ᵀ + b2; out = x + s[sample]·γ·z), large-tile GEMMs with the elementwise work in epilogues.
+
+The GEMM operands (n, weights, h, z) are in the op's compute dtype; the residual x and the output may be
+wider (fp32 under autocast): every load converts to fp32 and every store to its pointer's dtype.
 
 Both keep z (the fc2 output, C values per row) only when a backward will need it for dγ.
 
@@ -23,10 +27,23 @@ Row offsets are int64 (``M·4C`` reaches 2³¹ at e.g. B=512, T=1024, C=1024).
 
 from __future__ import annotations
 
+from functools import cache
+
 import triton
 import triton.language as tl
 
-from ..triton_utils import gelu, gelu_grad, row_pruner, shared_memory_limit
+from ..triton_utils import (
+    CHUNK_ROWS,
+    MIN_DOT_DIM,
+    ROW_CONFIGS,
+    ROW_INTERPRETER_CONFIG,
+    SHARED_MEMORY_LIMIT,
+    bucket,
+    gelu,
+    gelu_grad,
+    row_pruner,
+    shared_memory_limit,
+)
 
 GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
@@ -43,17 +60,21 @@ DUAL_GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in ((128, 64, 32, 8, 3), (64, 64, 32, 4, 3), (32, 64, 64, 4, 3), (32, 64, 32, 4, 3))
 ]
-ROW_CONFIGS = [
-    triton.Config({"BLOCK_T": bt}, num_warps=w, num_stages=1) for bt, w in ((4, 4), (16, 4), (32, 4), (64, 8))
-]
+BRANCH_GRAD_CHUNK_ROWS = CHUNK_ROWS
+BRANCH_GRAD_MAX_PER_THREAD = 32
 FUSED_MLP_MAX_C = 256
+# Where the corrected model (scripts/gpu_perf_model.py; tests/scripts/test_gpu_perf_model.py checks this
+# rule against it) predicts the fused MLP beats two GEMMs: always while 64-row tiles fit (C ≤ 128: wgmma,
+# and the weight re-reads cost less than the hidden round trip saves); with 32-row tiles (C = 129–256,
+# mma.sync) only up to M·C² ≈ 3.1e8, past which its per-tile weight re-reads from L2 dominate.
+FUSED_MLP_MAX_WORK = 3.05e8
 FUSED_MLP_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_H": bh}, num_warps=w, num_stages=s)
     for bm, bh, w, s in ((32, 64, 4, 2), (32, 64, 8, 2), (64, 64, 8, 2), (32, 32, 8, 2))
 ]
 # Under TRITON_INTERPRET=1 (one fixed config; the interpreter runs tl.dot as a numpy matmul per tile).
 INTERPRETER_GEMM_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4}
-INTERPRETER_ROW_CONFIG = {"BLOCK_T": 32, "num_warps": 4}
+INTERPRETER_ROW_CONFIG = ROW_INTERPRETER_CONFIG
 INTERPRETER_FUSED_MLP_CONFIG = {"BLOCK_M": 64, "BLOCK_H": 64, "num_warps": 4}
 
 
@@ -75,7 +96,7 @@ def gemm_pruner(operand_pairs: int):
     def prune(configs, named_args, **kwargs):
         """Drop tiles far larger than the problem (idle lanes), fp32 tiles that would spill, and tiles
         over the device's shared memory."""
-        m, n, k = named_args["M"], named_args["N"], named_args["K"]
+        m, n, k = named_args["M_BUCKET"], named_args["N"], named_args["K"]
         size = named_args["a_ptr"].element_size()
         limit = shared_memory_limit()
         kept = [
@@ -93,22 +114,44 @@ def gemm_pruner(operand_pairs: int):
     return prune
 
 
-def prune_fused_mlp(configs, named_args, **kwargs):
+def fused_mlp_configs(block_c: int, m_bucket: int, size: int, limit: int) -> list[triton.Config]:
     """Keep the resident ``[BLOCK_M, BLOCK_C]`` fp32 accumulator at ≤ 32 values per thread (64 spilled on
-    sm_90 at C = 256, per scripts/gpu_aot_check.py) and the
-    per-stage n, W1 and W2 tiles within shared memory; drop row tiles far larger than M."""
-    block_c, m = kwargs["BLOCK_C"], named_args["M"]
-    size = named_args["n_ptr"].element_size()
-    limit = shared_memory_limit()
+    sm_90 at C = 256, per scripts/gpu_aot_check.py) and the per-stage n, W1 and W2 tiles within shared
+    memory; drop row tiles far larger than M."""
 
     def fits(c: triton.Config) -> bool:
         bm, bh = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_H"]
         smem = (bm * block_c + 2 * block_c * bh) * size * c.num_stages
         per_thread = bm * block_c / (32 * c.num_warps)
-        return per_thread <= 32 and smem <= limit and bm <= max(32, triton.next_power_of_2(m))
+        return per_thread <= 32 and smem <= limit and bm <= max(32, m_bucket)
 
-    kept = [c for c in configs if fits(c)]
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_H"])]
+    kept = [c for c in FUSED_MLP_CONFIGS if fits(c)]
+    return kept or [min(FUSED_MLP_CONFIGS, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_H"])]
+
+
+def prune_fused_mlp(configs, named_args, **kwargs):
+    size = named_args["n_ptr"].element_size()
+    return fused_mlp_configs(kwargs["BLOCK_C"], named_args["M_BUCKET"], size, shared_memory_limit())
+
+
+@cache
+def fused_mlp_block_m(m: int, c: int, size: int = 2, capability: int = 90) -> int:
+    """The tallest row tile the fused MLP's pruner keeps for this shape (what the model assumes)."""
+    configs = fused_mlp_configs(triton.next_power_of_2(c), bucket(m), size, SHARED_MEMORY_LIMIT[capability])
+    return max(cfg.kwargs["BLOCK_M"] for cfg in configs)
+
+
+def fused_mlp_supported(c: int, size: int) -> bool:
+    """Whether the fused MLP compiles and fits for width C: 16-bit storage (fp32 dots spill), every
+    ``tl.dot`` dimension ≥ 16, and the accumulator within registers (C ≤ 256)."""
+    return size == 2 and MIN_DOT_DIM <= triton.next_power_of_2(c) <= FUSED_MLP_MAX_C
+
+
+def use_fused_mlp(m: int, c: int, size: int) -> bool:
+    """The forward design for ``m`` rows of width ``c`` stored in ``size``-byte elements."""
+    if not fused_mlp_supported(c, size):
+        return False
+    return fused_mlp_block_m(1 << 20, c, size) >= 64 or m * c * c <= FUSED_MLP_MAX_WORK
 
 
 @triton.jit
@@ -147,10 +190,15 @@ def _matmul_tile(
     return acc
 
 
-@triton.autotune(GEMM_CONFIGS, key=["M", "N", "K"], prune_configs_by={"early_config_prune": gemm_pruner(1)})
+@triton.autotune(
+    GEMM_CONFIGS,
+    key=["M_BUCKET", "N", "K"],
+    prune_configs_by={"early_config_prune": gemm_pruner(1)},
+    cache_results=True,
+)
 @triton.jit
 def gemm_bias_gelu_kernel(
-    a_ptr, w_ptr, bias_ptr, out_ptr, M, N, K,
+    a_ptr, w_ptr, bias_ptr, out_ptr, M, N, K, M_BUCKET,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):  # fmt: skip
@@ -163,10 +211,15 @@ def gemm_bias_gelu_kernel(
     tl.store(out_ptr + rm[:, None] * N + rn[None, :], gelu(acc), mask=mask)
 
 
-@triton.autotune(GEMM_CONFIGS, key=["M", "N", "K"], prune_configs_by={"early_config_prune": gemm_pruner(1)})
+@triton.autotune(
+    GEMM_CONFIGS,
+    key=["M_BUCKET", "N", "K"],
+    prune_configs_by={"early_config_prune": gemm_pruner(1)},
+    cache_results=True,
+)
 @triton.jit
 def gemm_bias_residual_kernel(
-    a_ptr, w_ptr, bias_ptr, gamma_ptr, scale_ptr, res_ptr, out_ptr, z_ptr, M, N, K, rows_per_sample,
+    a_ptr, w_ptr, bias_ptr, gamma_ptr, scale_ptr, res_ptr, out_ptr, z_ptr, M, N, K, M_BUCKET, rows_per_sample,
     HAS_SCALE: tl.constexpr, STORE_Z: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
@@ -201,10 +254,15 @@ def _residual_epilogue(
         tl.store(z_ptr + offs, z, mask=mask)
 
 
-@triton.autotune(FUSED_MLP_CONFIGS, key=["M", "C"], prune_configs_by={"early_config_prune": prune_fused_mlp})
+@triton.autotune(
+    FUSED_MLP_CONFIGS,
+    key=["M_BUCKET", "C"],
+    prune_configs_by={"early_config_prune": prune_fused_mlp},
+    cache_results=True,
+)
 @triton.jit
 def fused_mlp_kernel(
-    n_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gamma_ptr, scale_ptr, res_ptr, out_ptr, z_ptr, M, C, H,
+    n_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gamma_ptr, scale_ptr, res_ptr, out_ptr, z_ptr, M, C, H, M_BUCKET,
     rows_per_sample,
     HAS_SCALE: tl.constexpr, STORE_Z: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr,
@@ -231,14 +289,20 @@ def fused_mlp_kernel(
     )  # fmt: skip
 
 
-@triton.autotune(ROW_CONFIGS, key=["M", "C"], prune_configs_by={"early_config_prune": row_pruner(32)})
+@triton.autotune(
+    ROW_CONFIGS,
+    key=["C"],
+    prune_configs_by={"early_config_prune": row_pruner(BRANCH_GRAD_MAX_PER_THREAD)},
+    cache_results=True,
+)
 @triton.jit
 def branch_grad_kernel(
     dout_ptr, gamma_ptr, scale_ptr, z_ptr, g_ptr, partial_ptr, M, C, rows_per_sample, rows_per_chunk,
-    HAS_SCALE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_SCALE: tl.constexpr, REDUCE_T: tl.constexpr, SUBTILES: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """``g = dout·γ·s`` (the gradient reaching the branch's fc2 output) and this chunk's partial
-    ``[dγ = Σ dout·s·z, db2 = Σ g]`` (2 × C), reduced afterwards in a fixed order."""
+    """``g = dout·γ·s`` (the gradient reaching the branch's fc2 output, stored in g's dtype) and this
+    chunk's partial ``[dγ = Σ dout·s·z, db2 = Σ g]`` (2 × C), reduced afterwards in a fixed order. Rows
+    are summed one REDUCE_T tile at a time, in order, whatever SUBTILES is."""
     chunk = tl.program_id(0)
     c = tl.arange(0, BLOCK_C)
     cmask = c < C
@@ -247,30 +311,34 @@ def branch_grad_kernel(
     dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     start = chunk.to(tl.int64) * rows_per_chunk
     end = tl.minimum(M, start + rows_per_chunk)
-    for r0 in range(start, end, BLOCK_T):
-        r = r0 + tl.arange(0, BLOCK_T)
-        rmask = r < end
-        mask = rmask[:, None] & cmask[None, :]
-        offs = r[:, None] * C + c[None, :]
-        d = tl.load(dout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if HAS_SCALE:
-            sample = r.to(tl.int32) // rows_per_sample  # int32 division: int64 is a subroutine call
-            d *= tl.load(scale_ptr + sample, mask=rmask, other=0.0).to(tl.float32)[:, None]
-        z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        g = d * gamma[None, :]
-        dgamma += tl.sum(d * z, axis=0)
-        dbias += tl.sum(g, axis=0)
-        tl.store(g_ptr + offs, g, mask=mask)
+    for r0 in range(start, end, REDUCE_T * SUBTILES):
+        for s in tl.static_range(SUBTILES):
+            r = r0 + s * REDUCE_T + tl.arange(0, REDUCE_T)
+            rmask = r < end
+            mask = rmask[:, None] & cmask[None, :]
+            offs = r[:, None] * C + c[None, :]
+            d = tl.load(dout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            if HAS_SCALE:
+                sample = r.to(tl.int32) // rows_per_sample  # int32 division: int64 is a subroutine call
+                d *= tl.load(scale_ptr + sample, mask=rmask, other=0.0).to(tl.float32)[:, None]
+            z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            g = d * gamma[None, :]
+            dgamma += tl.sum(d * z, axis=0)
+            dbias += tl.sum(g, axis=0)
+            tl.store(g_ptr + offs, g, mask=mask)
     tl.store(partial_ptr + chunk * 2 * C + c, dgamma, mask=cmask)
     tl.store(partial_ptr + chunk * 2 * C + C + c, dbias, mask=cmask)
 
 
 @triton.autotune(
-    DUAL_GEMM_CONFIGS, key=["M", "N", "K"], prune_configs_by={"early_config_prune": gemm_pruner(2)}
+    DUAL_GEMM_CONFIGS,
+    key=["M_BUCKET", "N", "K"],
+    prune_configs_by={"early_config_prune": gemm_pruner(2)},
+    cache_results=True,
 )
 @triton.jit
 def bwd_hidden_kernel(
-    a_ptr, w1_ptr, b1_ptr, g_ptr, w2_ptr, h_ptr, da_ptr, M, N, K,
+    a_ptr, w1_ptr, b1_ptr, g_ptr, w2_ptr, h_ptr, da_ptr, M, N, K, M_BUCKET,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):  # fmt: skip
