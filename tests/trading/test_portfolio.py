@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convnext_fast.data.candles import InvalidCandlesError
 from convnext_fast.data.synthetic import synthetic_candles
 from convnext_fast.trading._checks import TradingInputError
 from convnext_fast.trading.backtest import BacktestConfig, run_backtest
@@ -97,19 +98,24 @@ def test_symbols_share_one_capital_and_add_up(rng):
 
 
 @pytest.mark.parametrize(
-    ("change", "match"),
+    ("change", "error", "match"),
     [
-        (lambda m: m.update(signal=m["signal"][:, :-1]), "signal must have shape"),
-        (lambda m: m["high"].__setitem__((1, 5), -1.0), "S1: "),
-        (lambda m: m.update(close=m["close"][0]), "prices must be"),
-        (lambda m: m["signal"].__setitem__((0, 3), 2), "S0: signal must contain only"),
+        (lambda m: m.update(signal=m["signal"][:, :-1]), TradingInputError, "signal must have shape"),
+        # Bars go through the one OHLCV validator, whose error is the candle error.
+        (
+            lambda m: m["high"].__setitem__((1, 5), -1.0),
+            InvalidCandlesError,
+            "S1: non-positive high at index 5",
+        ),
+        (lambda m: m.update(close=m["close"][0]), TradingInputError, "prices must be"),
+        (lambda m: m["signal"].__setitem__((0, 3), 2), TradingInputError, "S0: signal must contain only"),
     ],
 )
-def test_bad_inputs_name_the_symbol(rng, change, match):
+def test_bad_inputs_name_the_symbol(rng, change, error, match):
     m = market(rng, 2, 50)
     m = {k: v.copy() for k, v in m.items()}
     change(m)
-    with pytest.raises(TradingInputError, match=match):
+    with pytest.raises(error, match=match):
         run_portfolio(**m)
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numba as nb
 import numpy as np
 
+from ..data.candles import InvalidCandlesError
 from . import _engine
 from ._checks import TradingInputError
 from .backtest import HOURS_PER_YEAR, BacktestConfig, _prepare, _signal_array, trade_records
@@ -216,8 +217,8 @@ def run_portfolio(
         try:  # the single-symbol checks, each error naming its symbol
             parts = _prepare(*(p[i] for p in prices), sizes[i], fund[i])
             parts = (*parts, _signal_array(sig[i]))
-        except TradingInputError as exc:
-            raise TradingInputError(f"{name}: {exc}") from None
+        except (TradingInputError, InvalidCandlesError) as exc:  # the OHLCV rule raises the candle error
+            raise type(exc)(f"{name}: {exc}") from None
         for store, part in zip(checked, parts, strict=True):
             store.append(part)
     o, h, lo, c, sizes, fund, sig = (np.ascontiguousarray(np.stack(rows)) for rows in checked)
