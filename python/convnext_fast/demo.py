@@ -112,14 +112,11 @@ def _train(args, size: DemoSize, candles, out: Path):
 def _backtest(checkpoint: str, context, holdout_from: int, threshold: float, title: str, out: Path):
     """Backtest the held-out bars with the trading engineer's batch path; returns (result, metrics, signals)."""
     from .trading.backtest import BacktestConfig, run_backtest
-    from .trading.cli import model_outputs  # the backtest command's batch inference, reused as is
+    from .trading.cli import checkpoint_decisions  # the backtest command's decision path, reused as is
     from .trading.report import periods_per_year_from, write_report
-    from .trading.signals import signals_from_probs
 
-    probs, _ = model_outputs(checkpoint, context)
-    probs = probs[holdout_from:]
-    known = np.isfinite(probs).all(axis=1)
-    signals = signals_from_probs(np.where(known[:, None], probs, [0.0, 0.0, 1.0]), threshold)
+    signals, _, _, _ = checkpoint_decisions(checkpoint, context, threshold)
+    signals = signals[holdout_from:]
     c = context[holdout_from:]
     result = run_backtest(
         c.open, c.high, c.low, c.close, signals, 1.0, BacktestConfig(), timestamps_ms=c.start_ms
@@ -130,14 +127,17 @@ def _backtest(checkpoint: str, context, holdout_from: int, threshold: float, tit
 
 
 def _live_replay(
-    checkpoint: str, store: Path, symbol: str, interval: str, threshold: float, out: Path
+    checkpoint: str, store: Path, symbol: str, interval: str, threshold: float, out: Path, start_ms: int
 ) -> list[dict]:
-    """The held-out part through ``python -m convnext_fast.live`` (a real subprocess, as a user runs it)."""
+    """The held-out part through ``python -m convnext_fast.live`` (a real subprocess, as a user runs it),
+    trading from ``start_ms`` as the backtest does."""
     jsonl = out / "live.jsonl"
+    state = out / "live_state.db"
+    state.unlink(missing_ok=True)  # a demo run always starts fresh
     cmd = [
         sys.executable, "-m", "convnext_fast.live", "--source", "replay", "--data", str(store), "--symbol", symbol, "--interval", interval,
         "--checkpoint", checkpoint, "--threshold", str(threshold), "--size", "1", "--out", str(jsonl),
-        "--state", str(out / "live_state.json"),
+        "--state", str(state), "--start", str(start_ms),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -175,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
 
     store = out / "replay_store"
     CandleStore(store).write(context, symbol, args.interval)
-    live = _live_replay(checkpoint, store, symbol, args.interval, args.threshold, out)
+    live = _live_replay(
+        checkpoint, store, symbol, args.interval, args.threshold, out, int(context.start_ms[need])
+    )
     phase_s["live replay"] = time.perf_counter() - started - sum(phase_s.values())
     bars = [r for r in live if r.get("event") == "candle"]
     summary = next(r for r in live if r.get("event") == "summary")

@@ -14,7 +14,7 @@ from convnext_fast.live.predictor import make_predictor, set_threads
 from convnext_fast.live.session import DecisionRule, normaliser
 from convnext_fast.trading.backtest import BacktestConfig
 from convnext_fast.trading.broker import PaperBroker
-from convnext_fast.trading.signals import signal_from_probs
+from convnext_fast.trading.decision import DecisionPolicy
 
 WINDOW = 64
 HOUR_MS = 3_600_000
@@ -59,8 +59,7 @@ def make_engine(model, norm, *, features=None, threshold=0.4, broker=None, backe
         broker=broker or PaperBroker(BacktestConfig(taker_fee_bps=5.5, slippage_bps=1.0)),
         window=WINDOW,
         n_channels=N_CHANNELS,
-        signal_fn=signal_from_probs,
-        threshold=rule.threshold,
+        policy=DecisionPolicy("classification", 3, rule.threshold),
         size_fn=rule.size_for,
         normalize=normaliser(norm),
         warmup_bars=SPEC.warmup,

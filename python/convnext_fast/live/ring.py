@@ -46,3 +46,18 @@ class WindowRing:
         """Copy the window into a preallocated C-contiguous ``[1, n_channels, window]`` array."""
         out[0] = self.view()
         return out
+
+    def get_state(self) -> dict:
+        """The newest ``min(count, window)`` columns, oldest first, as raw float32 bytes, and the count."""
+        n = min(self.count, self.window)
+        cols = self._buf[:, self._next + self.window - n : self._next + self.window]
+        return {"count": self.count, "columns": np.ascontiguousarray(cols).tobytes()}
+
+    def set_state(self, saved: dict) -> None:
+        cols = np.frombuffer(saved["columns"], dtype=np.float32).reshape(self.n_channels, -1)
+        if cols.shape[1] > self.window:
+            raise ValueError(f"saved window has {cols.shape[1]} columns, more than {self.window}")
+        self._next, self.count = 0, 0
+        for column in cols.T:
+            self.push(column)
+        self.count = int(saved["count"])
