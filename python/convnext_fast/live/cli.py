@@ -116,6 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="durable state (SQLite), committed with every candle (default live_state.db)",
     )
     out.add_argument(
+        "--durability",
+        choices=("fsync", "os"),
+        default="fsync",
+        help="fsync: every committed candle survives a power cut (default); os: survives any crash of "
+        "the process (kill -9), the kernel flushes to disk",
+    )
+    out.add_argument(
         "--resume",
         action="store_true",
         help="continue from --state (position, equity, features, last candle)",
@@ -429,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         max_jump=args.max_jump,
     )
     metrics = LiveMetrics()
-    store = LiveStore(args.state)
+    store = LiveStore(args.state, args.durability)
     try:
         saved = store.load() if args.resume else None
         if args.resume and saved is None:
