@@ -307,7 +307,9 @@ class LiveContext:
     backfill: Callable[[int, int], Candles] | None = None  # (first_missing_ms, before_ms) -> closed candles
     store: LiveStore | None = None  # committed once per candle (see live/state.py)
     max_bars: int | None = None  # stop after this many processed candles (tests, benchmarks)
-    after_candle: Callable[[LiveEngine], None] | None = None  # e.g. mirror the paper intent to real orders
+    # Called once per candle from the feed, after its commit, e.g. to mirror the paper intent to real
+    # orders; whatever (kind, payload) events it returns are committed to the store's events table.
+    after_candle: Callable[[LiveEngine], list[tuple[str, dict]] | None] | None = None
     metrics: LiveMetrics | None = None
     heartbeat_s: float | None = None  # a heartbeat record at most this often (None: never)
 
@@ -395,13 +397,44 @@ async def run_live(
             return False, None
         return True, task.result()
 
+    def beat() -> None:
+        nonlocal last_beat
+        last_beat = time.monotonic()
+        sink.heartbeat(
+            {
+                "last_start_ms": engine.last_start_ms,
+                "processed": processed,
+                "position": engine.broker.position,
+                "equity": engine.broker.equity,
+                **(metrics.as_dict() if metrics is not None else {}),
+            }
+        )
+
+    next_task = None
     try:
         while not stop.is_set():
-            try:
-                got, candle = await until_stopped(anext(source_iter))
-            except StopAsyncIteration:
+            # Wait for the next candle, stopping at once on a signal and beating while the feed is quiet
+            # (a heartbeat says the process is alive even when the market sends nothing).
+            if next_task is None:
+                next_task = asyncio.ensure_future(anext(source_iter))
+            stop_task = asyncio.ensure_future(stop.wait())
+            wait_s = None
+            if ctx.heartbeat_s is not None:
+                wait_s = max(0.0, last_beat + ctx.heartbeat_s - time.monotonic())
+            done, _ = await asyncio.wait(
+                {next_task, stop_task}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop_task.cancel()
+            if stop.is_set():
+                next_task.cancel()
                 break
-            if not got:
+            if next_task not in done:
+                beat()
+                continue
+            task, next_task = next_task, None
+            try:
+                candle = task.result()
+            except StopAsyncIteration:
                 break
             if metrics is not None:
                 metrics.feed_lag(candle, ctx.interval_ms)
@@ -432,17 +465,11 @@ async def run_live(
                 if metrics is not None:
                     metrics.candle(record)
             if ctx.after_candle is not None:
-                ctx.after_candle(engine)
+                events = ctx.after_candle(engine)
+                if events and ctx.store is not None and engine.last_start_ms is not None:
+                    ctx.store.record_events(engine.last_start_ms, events)
             if ctx.heartbeat_s is not None and time.monotonic() - last_beat >= ctx.heartbeat_s:
-                last_beat = time.monotonic()
-                sink.heartbeat(
-                    {
-                        "last_start_ms": engine.last_start_ms,
-                        "processed": processed,
-                        "position": engine.broker.position,
-                        "equity": engine.broker.equity,
-                    }
-                )
+                beat()
             if ctx.max_bars is not None and processed >= ctx.max_bars:
                 break
     finally:

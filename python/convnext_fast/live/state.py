@@ -161,6 +161,25 @@ class LiveStore:
             db.execute("ROLLBACK")
             raise
 
+    def record_events(self, start_ms: int, events: list[tuple[str, dict]]) -> None:
+        """Commit events (e.g. an order sent, an exchange position read back) against candle ``start_ms``
+        in their own transaction, for hooks that run after the candle's commit."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO events (start_ms, kind, payload) VALUES (?, ?, ?)",
+                [(int(start_ms), kind, json.dumps(payload)) for kind, payload in events],
+            )
+
+    def events(self, kind: str | None = None) -> list[tuple[int, str, dict]]:
+        """Stored events ``(start_ms, kind, payload)`` in commit order (all kinds when None)."""
+        sql = (
+            "SELECT start_ms, kind, payload FROM events"
+            + (" WHERE kind = ?" if kind else "")
+            + " ORDER BY id"
+        )
+        return [(int(t), k, json.loads(p)) for t, k, p in self.db.execute(sql, (kind,) if kind else ())]
+
     def load(self) -> LiveState | None:
         row = self.db.execute(
             "SELECT last_start_ms, bars_processed, broker, scalars, features, ring FROM engine WHERE id = 0"
