@@ -73,6 +73,14 @@ def test_policy_reads_the_task_and_refuses_what_it_cannot_trade(rng):
     assert probs is None
     np.testing.assert_allclose(pred, out[:, 0] * scale[0])
     assert sig.tolist() == np.where(pred > 0.004, 1, np.where(pred < -0.004, -1, 0)).tolist()
+    assert [reg.one(row)[0] for row in out] == sig.tolist()
+    # ties and the threshold itself: the one-bar form decides exactly as the batch form
+    edge = np.log(np.array([[0.4, 0.4, 0.2], [0.4, 0.3, 0.3], [0.5, 0.5, 0.0 + 1e-9], [0.41, 0.2, 0.39]]))
+    batch_sig, batch_probs, _ = cls.batch(edge)
+    for row, s_, p_ in zip(edge, batch_sig, batch_probs, strict=True):
+        one_sig, one_probs, _ = cls.one(row)
+        assert one_sig == s_ and np.array_equal(one_probs, p_)
+    assert cls.one(np.array([np.nan, 0.0, 0.0]))[0] == 0
 
     refused = [
         ({"model": {"task": "regression", "num_outputs": 3}, "target_scale": [0.1]}, "target_scale"),

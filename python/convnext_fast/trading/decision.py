@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from .signals import HOLD, signals_from_probs, signals_from_regression
+from ._checks import check_non_negative, check_threshold
+from .signals import HOLD, LONG, SHORT, signals_from_probs, signals_from_regression
 
 TASKS = ("classification", "regression")
 _HOLD_PROBS = np.array([0.0, 0.0, 1.0])
@@ -45,6 +46,13 @@ class DecisionPolicy:
     n_outputs: int
     threshold: float
     scale: float = 1.0
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise UserError(f"task {self.task!r} cannot be traded (known: {', '.join(TASKS)})")
+        # Checked once here; the one-bar hot path relies on it.
+        check = check_threshold if self.task == "classification" else check_non_negative
+        object.__setattr__(self, "threshold", float(check("threshold", self.threshold)))
 
     @classmethod
     def from_meta(cls, meta: dict, threshold: float, where: str = "checkpoint") -> DecisionPolicy:
@@ -95,9 +103,25 @@ class DecisionPolicy:
         return signals_from_regression(np.nan_to_num(pred, nan=0.0), self.threshold), None, pred
 
     def one(self, output_row: np.ndarray) -> tuple[int, np.ndarray | None, float]:
-        """The one-bar form of :meth:`batch`: ``(signal, probs [3] or None, score)``."""
-        signal, probs, score = self.batch(np.asarray(output_row, dtype=np.float64).reshape(1, -1))
-        return int(signal[0]), None if probs is None else probs[0], float(score[0])
+        """The one-bar form of :meth:`batch`: ``(signal, probs [3] or None, score)``. The same float64
+        arithmetic and comparisons as the batch rule, without its array checks (the live loop's hot path;
+        tests assert both agree)."""
+        out = np.asarray(output_row, dtype=np.float64)
+        if out.shape != (self.n_outputs,):
+            raise UserError(f"model outputs must have shape [{self.n_outputs}], got {out.shape}")
+        tau = self.threshold
+        if not np.isfinite(out).all():
+            return HOLD, (_HOLD_PROBS.copy() if self.classification else None), float("nan")
+        if self.classification:
+            probs = softmax(out[None])[0]
+            p_long, p_short = float(probs[0]), float(probs[1])
+            if p_long > tau and p_long > p_short:
+                return LONG, probs, p_long
+            if p_short > tau and p_short > p_long:
+                return SHORT, probs, p_short
+            return HOLD, probs, max(p_long, p_short)
+        pred = float(out[0] * self.scale)
+        return (LONG if pred > tau else SHORT if pred < -tau else HOLD), None, pred
 
     def hold(self) -> tuple[int, None, float]:
         return HOLD, None, float("nan")
