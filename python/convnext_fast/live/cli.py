@@ -446,7 +446,10 @@ def run(args: argparse.Namespace) -> int:
         if saved is not None:
             state = store.check_resume(identity, force=args.force)
             engine.broker = PaperBroker.from_state(state.broker)
-            engine.restore(state.engine, state.last_start_ms, state.bars_processed)
+            try:
+                engine.restore(state.engine, state.last_start_ms, state.bars_processed)
+            except (KeyError, ValueError) as exc:  # e.g. --force onto a model with other features/window
+                raise UserError(f"--resume: {args.state} cannot seed this model ({exc})") from None
             seeded = 0
         else:
             store.start_new(identity, overwrite=args.force)

@@ -233,7 +233,7 @@ class LiveEngine:
             {"spec": sc["feature_spec"], "n_bars": sc["feature_bars"], "state": engine_state["features"]}
         )
         self.ring.set_state({"count": sc["ring_count"], "columns": engine_state["ring"]})
-        self._finite_run = int(sc["finite_run"])
+        self._finite_run = min(int(sc["finite_run"]), self.ring.count)
         self.last_close = sc["last_close"]
         self.last_start_ms = int(last_start_ms)
         self.bars_processed = int(bars_processed)

@@ -60,4 +60,7 @@ class WindowRing:
         self._next, self.count = 0, 0
         for column in cols.T:
             self.push(column)
-        self.count = int(saved["count"])
+        # The saved count stands only if the columns cover this window (saved with a smaller one, the
+        # ring holds just what was restored and fills up from there).
+        if cols.shape[1] >= min(int(saved["count"]), self.window):
+            self.count = int(saved["count"])
