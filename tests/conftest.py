@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import zlib
 from pathlib import Path
 
 # Without a GPU the Triton kernels run in the interpreter. @triton.jit decides at decoration time, and
@@ -28,11 +29,31 @@ def pytest_report_header(config):
     return f"convnext_fast test seed: {RUN_SEED} (set CONVNEXT_FAST_TEST_SEED={RUN_SEED} to reproduce)"
 
 
+def seed_of(nodeid: str) -> int:
+    """The seed of one test: the run seed plus a stable hash of the test's id. (``hash()`` is salted per
+    process, so a seed built from it could not be reproduced from the printed run seed.)"""
+    return (RUN_SEED + zlib.crc32(nodeid.encode())) % 2**31
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test says which seeds reproduce it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.sections.append(
+            (
+                "seed",
+                f"run seed {RUN_SEED} (CONVNEXT_FAST_TEST_SEED={RUN_SEED}); test seed {seed_of(item.nodeid)}",
+            )
+        )
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything(request):
     """Seed torch/numpy/random per test from the run seed and the test's id, so each test sees different,
     reproducible random data."""
-    seed = (RUN_SEED + hash(request.node.nodeid)) % 2**31
+    seed = seed_of(request.node.nodeid)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 -- code under test may draw from the global generator
     random.seed(seed)
@@ -42,7 +63,7 @@ def _seed_everything(request):
 
 @pytest.fixture
 def rng(request) -> np.random.Generator:
-    return np.random.default_rng((RUN_SEED + hash(request.node.nodeid)) % 2**32)
+    return np.random.default_rng(seed_of(request.node.nodeid))
 
 
 @pytest.fixture

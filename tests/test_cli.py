@@ -36,7 +36,8 @@ def test_every_command_documents_its_options(command, capsys):
         (["live", "--resume", "--state", "/no/such/state.json"], "does not exist"),
         (["live", "--checkpoint", "/no/such/model.safetensors"], "does not exist"),
         (["live", "--source", "synthetic", "--threshold", "1.5"], "--threshold"),
-        (["live", "--orders", "--source", "synthetic"], "--order-qty"),
+        (["live", "--orders", "--source", "synthetic"], "--source ws or rest"),
+        (["live", "--orders", "--source", "ws"], "--order-qty"),
         (["--config", "/no/such/config.toml", "live"], "no such file"),
     ],
 )
@@ -143,3 +144,12 @@ def test_live_command_streams_from_bybit_and_names_an_unknown_symbol(tmp_path, c
         assert main(["live", *urls, "--symbol", "NOSUCHCOIN"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "NOSUCHCOIN" in err[0], err
+
+
+def test_version_comes_from_the_package(capsys):
+    import convnext_fast
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"convnext-fast {convnext_fast.__version__}"

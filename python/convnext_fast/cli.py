@@ -12,12 +12,17 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import UserError
 
 # subcommand → (module with add_arguments/run, one-line help)
 COMMANDS = {
     "fetch": ("convnext_fast.data.cli", "bring the candle store up to date from Bybit, or import a CSV"),
     "train": ("convnext_fast.train.cli", "train a model with walk-forward validation"),
+    "tune": (
+        "convnext_fast.train.tune",
+        "search model and training hyperparameters over walk-forward folds (Optuna)",
+    ),
     "backtest": (
         "convnext_fast.trading.cli",
         "backtest a checkpoint (or saved signals) and write an HTML report",
@@ -72,6 +77,7 @@ def build_parser(
         description="A fast, verified 1D ConvNeXt for crypto trading signals.",
         epilog="Options may also come from a TOML file: --config FILE with a [<command>] table.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help="TOML file with a table per command, e.g. [live] symbol = 'ETHUSDT'")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     subparsers = {}

@@ -59,6 +59,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # (7 vs 70 samples/s measured under load); raise it on a machine of your own.
     parser.add_argument("--threads", type=int, default=1, help="training threads")
     parser.add_argument("--seed", type=int, default=0, help="SYNTHETIC market and training seed")
+    _add_sizing_and_funding(parser)
+
+
+def _add_sizing_and_funding(parser: argparse.ArgumentParser) -> None:
+    """Sizing and funding as ``backtest`` and ``live`` take them; passed on to the live replay too."""
+    from .data.funding import add_funding_arguments
+    from .trading.sizing import add_sizing_arguments
+
+    rules = parser.add_argument_group("trading rules")
+    rules.add_argument(
+        "--size", type=float, default=1.0, help="position notional / equity (cap for kelly/vol-target)"
+    )
+    rules.add_argument(
+        "--stop-loss", type=float, help="stop distance as a fraction of entry (kelly needs it)"
+    )
+    rules.add_argument("--take-profit", type=float, help="take-profit distance as a fraction of entry")
+    add_sizing_arguments(parser)
+    add_funding_arguments(parser)
+
+
+def _rule_flags(args) -> list[str]:
+    """The live replay's flags for the same sizing, stops and funding as the demo's backtest."""
+    flags = ["--size", str(args.size), "--sizing", args.sizing, "--max-risk", str(args.max_risk),
+             "--kelly-scale", str(args.kelly_scale), "--target-vol", str(args.target_vol),
+             "--vol-window", str(args.vol_window)]  # fmt: skip
+    for name in ("stop_loss", "take_profit"):
+        if getattr(args, name) is not None:
+            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return flags + (["--no-funding"] if args.no_funding else [])
 
 
 def _candles(args, size: DemoSize):
@@ -109,25 +138,58 @@ def _train(args, size: DemoSize, candles, out: Path):
     return train(config, candles=candles)
 
 
-def _backtest(checkpoint: str, context, holdout_from: int, threshold: float, title: str, out: Path):
+def _backtest(
+    checkpoint: str, context, holdout_from: int, threshold: float, title: str, out: Path, args=None
+):
     """Backtest the held-out bars with the trading engineer's batch path; returns (result, metrics, signals)."""
+    from .data.funding import funding_for_bars
     from .trading.backtest import BacktestConfig, run_backtest
     from .trading.cli import checkpoint_decisions  # the backtest command's decision path, reused as is
     from .trading.report import periods_per_year_from, write_report
+    from .trading.sizing import SizingRule, sizing_from_args
 
-    signals, _, _, _ = checkpoint_decisions(checkpoint, context, threshold)
+    signals, probs, _, _ = checkpoint_decisions(checkpoint, context, threshold)
     signals = signals[holdout_from:]
+    probs = np.full((len(signals), 3), np.nan) if probs is None else probs[holdout_from:]
     c = context[holdout_from:]
-    result = run_backtest(
-        c.open, c.high, c.low, c.close, signals, 1.0, BacktestConfig(), timestamps_ms=c.start_ms
-    )
     ppy = periods_per_year_from(c.start_ms)
+    config = BacktestConfig(
+        stop_loss=getattr(args, "stop_loss", None), take_profit=getattr(args, "take_profit", None)
+    )
+    rule = sizing_from_args(args, config, ppy) if args is not None else SizingRule()
+    # vol-target needs the closes before the held-out part, as the live replay has them in its history
+    sizes = rule.sizes(
+        np.r_[np.zeros(holdout_from), signals],
+        np.r_[np.full((holdout_from, 3), np.nan), probs],
+        context.close,
+    )
+    funding = (
+        funding_for_bars(args, c.start_ms, symbol=args.symbol) if args is not None and args.data else None
+    )
+    result = run_backtest(
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        signals,
+        sizes[holdout_from:],
+        config,
+        funding=funding,
+        timestamps_ms=c.start_ms,
+    )
     report = write_report(result, c.start_ms, c.close, out / "report", periods_per_year=ppy, title=title)
     return report, result.metrics(ppy), signals
 
 
 def _live_replay(
-    checkpoint: str, store: Path, symbol: str, interval: str, threshold: float, out: Path, start_ms: int
+    checkpoint: str,
+    store: Path,
+    symbol: str,
+    interval: str,
+    threshold: float,
+    out: Path,
+    start_ms: int,
+    flags=(),
 ) -> list[dict]:
     """The held-out part through ``python -m convnext_fast.live`` (a real subprocess, as a user runs it),
     trading from ``start_ms`` as the backtest does."""
@@ -137,7 +199,7 @@ def _live_replay(
     cmd = [
         sys.executable, "-m", "convnext_fast.live", "--source", "replay", "--data", str(store), "--symbol", symbol, "--interval", interval,
         "--checkpoint", checkpoint, "--threshold", str(threshold), "--size", "1", "--out", str(jsonl),
-        "--state", str(state), "--start", str(start_ms),
+        "--state", str(state), "--start", str(start_ms), *flags,
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -170,13 +232,21 @@ def run(args: argparse.Namespace) -> int:
     need = FeatureSpec.from_dict(meta["feature_spec"]).warmup + size.window + 8  # = LiveEngine.history_needed
     context = candles[-(size.holdout + need) :]
     title = f"convnext_fast demo backtest — {'SYNTHETIC market (not real data)' if is_synthetic else label}"
-    report, metrics, bt_signals = _backtest(checkpoint, context, need, args.threshold, title, out)
+    report, metrics, bt_signals = _backtest(checkpoint, context, need, args.threshold, title, out, args)
     phase_s["backtest + report"] = time.perf_counter() - started - sum(phase_s.values())
 
     store = out / "replay_store"
     CandleStore(store).write(context, symbol, args.interval)
+    _copy_funding(args, store, symbol)
     live = _live_replay(
-        checkpoint, store, symbol, args.interval, args.threshold, out, int(context.start_ms[need])
+        checkpoint,
+        store,
+        symbol,
+        args.interval,
+        args.threshold,
+        out,
+        int(context.start_ms[need]),
+        _rule_flags(args),
     )
     phase_s["live replay"] = time.perf_counter() - started - sum(phase_s.values())
     bars = [r for r in live if r.get("event") == "candle"]
@@ -220,6 +290,17 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     return 0 if same == len(bt_signals) else 1
+
+
+def _copy_funding(args, store: Path, symbol: str) -> None:
+    """The live replay's paper broker charges the funding the backtest charged."""
+    from .data.funding import find_funding, load_funding, save_funding
+
+    if args.no_funding or not (args.data or args.funding):
+        return
+    rates = load_funding(args.funding) if args.funding else find_funding(args.data, args.symbol)
+    if rates is not None:
+        save_funding(store, rates, symbol)
 
 
 def _fmt(value) -> str:

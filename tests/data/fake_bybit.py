@@ -42,6 +42,7 @@ REST_FAULTS = (
     "duplicate_rows",
     "shuffle_rows",
     "bad_row",
+    "bad_time",
 )
 
 
@@ -109,12 +110,19 @@ class FakeBybit:
                 else int(time.time() * 1000)
             )
         )
-        self.requests: list[dict] = []  # query params of every REST request, plus "t" (monotonic seconds)
+        self.requests: list[dict] = []  # query params of every kline request, plus "t" (monotonic seconds)
+        self.time_requests = 0  # GET /v5/market/time calls
+        # Persistent misbehaviour (see set_page_rows / set_stuck / set_clock_skew):
+        self.page_rows: int | None = None  # serve at most this many rows per kline page, whatever `limit` is
+        self.stuck_params: dict | None = None  # when set, every kline request is answered for these params
+        self.clock_skew_ms = 0  # added to the clock this server reports (its candles stay where they are)
         self.pings = 0
         self.subscribe_count = 0
         self._faults: deque[_Fault] = deque()
+        self._time_faults: deque[_Fault] = deque()
         self._subscribers: set = set()
         self._connections: set = set()
+        self._muted: dict = {}  # connection -> still answers pings? (see mute_connections)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -163,11 +171,27 @@ class FakeBybit:
         ``http`` (status=500), ``retcode`` (code=10000, msg), ``rate_limit`` (retCode 10006 with
         X-Bapi-Limit-Reset-Timestamp reset_after_ms=50 ahead), ``slow`` (delay seconds, then a normal
         answer), ``malformed_json``, ``duplicate_rows``, ``shuffle_rows`` (correct rows in random order),
-        ``bad_row`` (row index `row`=0, variant="short"|"text")."""
+        ``bad_row`` (row index `row`=0, variant="short"|"text"|"time_text"|"zero"|"negative"|"high_low"|
+        "spike"), ``bad_time`` (the envelope's ``time`` is "abc"). With ``endpoint="time"`` the fault hits
+        the next ``GET /v5/market/time`` calls instead of kline requests."""
         if kind not in REST_FAULTS:
             raise ValueError(f"unknown fault {kind!r}; use one of {REST_FAULTS}")
+        endpoint = options.pop("endpoint", "kline")
         with self._lock:
-            self._faults.extend(_Fault(kind, options) for _ in range(count))
+            queue = self._time_faults if endpoint == "time" else self._faults
+            queue.extend(_Fault(kind, options) for _ in range(count))
+
+    def set_page_rows(self, rows: int | None) -> None:
+        """Serve at most ``rows`` rows per kline page (the newest ones of the window), whatever ``limit``."""
+        self.page_rows = rows
+
+    def set_stuck(self, stuck: bool = True) -> None:
+        """A pagination that never advances: every kline request from now on gets the page of the first."""
+        self.stuck_params = {} if stuck else None
+
+    def set_clock_skew(self, skew_ms: int) -> None:
+        """Report a clock ``skew_ms`` ahead of ``now_ms`` (a server clock ahead of the client's)."""
+        self.clock_skew_ms = int(skew_ms)
 
     def set_now(self, now_ms: int) -> None:
         with self._lock:
@@ -191,6 +215,11 @@ class FakeBybit:
     def drop_connections(self) -> None:
         """Close every stream connection abruptly, as a network drop would."""
         self._call(self._drop_all())
+
+    def mute_connections(self, *, answer_pings: bool = False) -> None:
+        """Leave every current stream connection open but silent: no klines reach it, and unless
+        ``answer_pings`` its pings go unanswered too (a stalled socket). New connections are normal."""
+        self._call(self._mute_all(answer_pings))
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -216,6 +245,11 @@ class FakeBybit:
             return None
         url = urlsplit(request.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if url.path == "/v5/market/time":
+            with self._lock:
+                self.time_requests += 1
+                fault = self._time_faults.popleft() if self._time_faults else None
+            return self._time(fault)
         with self._lock:
             self.requests.append({**params, "t": time.monotonic()})
             fault = self._faults.popleft() if self._faults else None
@@ -230,13 +264,28 @@ class FakeBybit:
             return _response(200, b'{"retCode":0,"retMsg":"OK","result":{"list":[["17')
         if kind == "retcode":
             return self._envelope(opt.get("code", 10000), opt.get("msg", "Server Timeout"), {})
+        if kind == "bad_time":
+            return self._klines(params, None, opt, time_field="abc")
         if kind == "rate_limit":
             reset = int(time.time() * 1000) + int(opt.get("reset_after_ms", 50))
             headers = {"X-Bapi-Limit-Reset-Timestamp": str(reset), "X-Bapi-Limit-Status": "0"}
             return self._envelope(10006, "Too many visits!", {}, headers)
         return self._klines(params, kind, opt)
 
-    def _klines(self, params: dict, kind: str | None, opt: dict):
+    def _time(self, fault: _Fault | None):
+        kind, opt = (fault.kind, fault.options) if fault else (None, {})
+        if kind == "http":
+            return _response(opt.get("status", 500), b"<html>error</html>")
+        if kind == "retcode":
+            return self._envelope(opt.get("code", 10000), opt.get("msg", "Server Timeout"), {})
+        now = self.now_ms + self.clock_skew_ms
+        result = {"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}
+        if kind == "bad_time":
+            result = {"timeSecond": "abc", "timeNano": "abc"}
+            return self._envelope(0, "OK", result, time_field="abc")
+        return self._envelope(0, "OK", result)
+
+    def _klines(self, params: dict, kind: str | None, opt: dict, time_field=None):
         for name in ("category", "symbol", "interval"):
             if name not in params:
                 return self._envelope(10001, f"params error: {name} is required", {})
@@ -248,24 +297,26 @@ class FakeBybit:
         if not 1 <= limit <= 1000:
             return self._envelope(10001, "params error: limit", {})
         with self._lock:
-            candles, now = self._candles, self.now_ms
+            candles, now = self._candles, self.now_ms + self.clock_skew_ms
+            if self.stuck_params is not None:
+                self.stuck_params = self.stuck_params or dict(params)
+                params = self.stuck_params
         start, end = int(params.get("start", 0)), int(params.get("end", now))
         keep = (candles.start_ms >= start) & (candles.start_ms <= min(end, now))
-        rows = [kline_row(c) for c in candles[keep]][::-1][:limit]
+        rows = [kline_row(c) for c in candles[keep]][::-1][: min(limit, self.page_rows or limit)]
         if kind == "duplicate_rows" and rows:
             rows = rows + random.sample(rows, k=max(1, len(rows) // 3))
         if kind in ("duplicate_rows", "shuffle_rows"):
             random.shuffle(rows)
         if kind == "bad_row" and rows:
             i = opt.get("row", 0)
-            rows[i] = (
-                rows[i][:5] if opt.get("variant", "short") == "short" else [*rows[i][:4], "abc", *rows[i][5:]]
-            )
+            rows[i] = _broken_row(rows[i], opt.get("variant", "short"))
         result = {"symbol": self.symbol, "category": self.category, "list": rows}
-        return self._envelope(0, "OK", result)
+        return self._envelope(0, "OK", result, time_field=time_field)
 
-    def _envelope(self, code: int, msg: str, result: dict, headers: dict | None = None):
-        body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": self.now_ms}
+    def _envelope(self, code: int, msg: str, result: dict, headers: dict | None = None, time_field=None):
+        now = self.now_ms + self.clock_skew_ms if time_field is None else time_field
+        body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now}
         return _response(200, json.dumps(body).encode(), headers)
 
     async def _stream(self, ws) -> None:
@@ -278,6 +329,8 @@ class FakeBybit:
                 op = message.get("op")
                 if op == "ping":
                     self.pings += 1
+                    if ws in self._muted and not self._muted[ws]:
+                        continue
                     await ws.send(
                         json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"})
                     )
@@ -298,6 +351,12 @@ class FakeBybit:
             pass  # dropped clients are the point of some tests
         finally:
             self._connections.discard(ws)
+            self._subscribers.discard(ws)
+            self._muted.pop(ws, None)
+
+    async def _mute_all(self, answer_pings: bool) -> None:
+        for ws in list(self._connections):
+            self._muted[ws] = answer_pings
             self._subscribers.discard(ws)
 
     async def _broadcast(self, text: str) -> None:
@@ -329,6 +388,26 @@ class FakeBybit:
             "ts": self.now_ms,
             "type": "snapshot",
         }
+
+
+def _broken_row(row: list[str], variant: str) -> list[str]:
+    """One REST row damaged the way ``bad_row`` says (row = start, open, high, low, close, volume, turnover)."""
+    start, o, h, lo, c, v, q = row
+    if variant == "short":
+        return row[:5]
+    if variant == "text":
+        return [start, o, h, lo, "abc", v, q]
+    if variant == "time_text":
+        return ["abc", o, h, lo, c, v, q]
+    if variant == "zero":
+        return [start, "0", h, "0", c, v, q]
+    if variant == "negative":
+        return [start, o, h, _num(-float(lo)), c, v, q]
+    if variant == "high_low":  # high < low: the extremes swapped
+        return [start, o, lo, h, c, v, q]
+    if variant == "spike":
+        return [start, o, "1e50", lo, c, v, q]
+    raise ValueError(f"unknown bad_row variant {variant!r}")
 
 
 def _response(status: int, body: bytes, headers: dict | None = None) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ import pytest
 from convnext_fast.data import cli
 from convnext_fast.data.bybit import BybitClient, RetryPolicy
 from convnext_fast.data.candles import Candles, InvalidCandlesError
-from convnext_fast.data.store import CandleStore, load_candles
+from convnext_fast.data.store import CandleStore, StoreLockedError, load_candles
 from convnext_fast.errors import UserError
 from tests.data.fake_bybit import FakeBybit, random_candles
 
@@ -72,7 +73,7 @@ def test_invalid_or_misaligned_candles_are_refused_and_nothing_changes(store, hi
     cols = {k: v.copy() for k, v in history.columns().items()}
     i = int(rng.integers(100, len(history)))
     cols["low"][i] = max(cols["open"][i], cols["close"][i]) * 1.01
-    with pytest.raises(InvalidCandlesError, match=f"row {i} .*low > min"):
+    with pytest.raises(InvalidCandlesError, match=f"index {i} .*low > min"):
         store.append(Candles(**cols), "BTCUSDT", "60")
     shifted = Candles(**{**history.columns(), "start_ms": history.start_ms + 60_000})
     with pytest.raises(InvalidCandlesError, match="not on a 60 interval boundary"):
@@ -91,7 +92,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(store, history, monkeypa
     monkeypatch.setattr(pq, "write_table", crash_half_way)
     with pytest.raises(OSError, match="disk full"):
         store.append(history[500:], "BTCUSDT", "60")
-    assert sorted(os.listdir(path.parent)) == ["60.parquet"]
+    assert sorted(os.listdir(path.parent)) == [".60.parquet.lock", "60.parquet"]
     assert store.load("BTCUSDT", "60").equals(history[:500])
 
 
@@ -197,3 +198,107 @@ def test_load_candles_accepts_a_store_folder_its_parquet_file_or_a_csv(store, hi
         load_candles(tmp_path / "missing")
     with pytest.raises(UserError, match="no candles stored"):
         load_candles(store.root, "ETHUSDT", "60")
+
+
+# ---- concurrency (issue 13 item 6) --------------------------------------------------------------------
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _in_child(work) -> int:
+    """Run ``work`` in a forked child (a fresh interpreter would spend seconds importing torch); its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            work()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@needs_fork
+def test_two_writer_processes_lose_no_chunk(tmp_path, rng):
+    candles = random_candles(rng, 600)
+    chunks = [candles[k : k + 10] for k in range(0, 600, 10)]  # 60 chunks, 2 processes x 30
+    order = rng.permutation(60)
+
+    def writer(mine):
+        store = CandleStore(tmp_path / "store")
+        for k in mine:
+            store.append(chunks[k], "BTCUSDT", "60")
+
+    pids = [_in_child(lambda part=part: writer(order[part::2])) for part in (0, 1)]
+    assert [_exit_code(pid) for pid in pids] == [0, 0]
+    stored = CandleStore(tmp_path / "store").load("BTCUSDT", "60")
+    present = sum(bool(np.isin(c.start_ms, stored.start_ms).all()) for c in chunks)
+    assert present == 60 and stored.equals(candles)
+
+
+@needs_fork
+def test_kill_9_during_writes_leaves_no_temp_after_next_open(tmp_path, rng):
+    import signal
+
+    store = CandleStore(tmp_path / "store")
+    big = random_candles(rng, 60_000)  # a write takes some ms, so kills land inside it
+    store.write(big[:100], "BTCUSDT", "60")
+    path = store.path("BTCUSDT", "60")
+
+    def write_forever():
+        while True:
+            store.write(big, "BTCUSDT", "60")
+
+    left = 0
+    for _ in range(20):
+        pid = _in_child(write_forever)
+        time.sleep(float(rng.uniform(0.005, 0.06)))
+        os.kill(pid, signal.SIGKILL)
+        assert _exit_code(pid) == -signal.SIGKILL
+        left = max(left, len(list(path.parent.glob(".60.parquet.*.tmp"))))
+        # The next open cleans what the killed writer left, and finds a complete file.
+        loaded = store.load("BTCUSDT", "60")
+        assert loaded.equals(big) or loaded.equals(big[:100])
+        assert list(path.parent.glob("*.tmp")) == []
+    assert left >= 1, "no kill landed inside a write: the test did not test anything"
+
+
+@needs_fork
+def test_readers_never_see_a_partial_file(tmp_path, rng):
+    store = CandleStore(tmp_path / "store")
+    candles = random_candles(rng, 20_000)
+    store.write(candles[:1000], "BTCUSDT", "60")
+
+    def writer():
+        for k in range(1000, 20_000, 500):
+            store.append(candles[k : k + 500], "BTCUSDT", "60")
+
+    pid = _in_child(writer)
+    reads, failures = 0, []
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        try:
+            got = store.load("BTCUSDT", "60")
+            assert got.equals(candles[: len(got)])
+            reads += 1
+        except Exception as exc:  # counted, then reported below
+            failures.append(repr(exc))
+    assert failures == [] and reads >= 5
+
+
+def test_a_held_lock_times_out_with_a_clear_error(tmp_path, rng):
+    candles = random_candles(rng, 50)
+    holder = CandleStore(tmp_path / "store")
+    path = holder.write(candles[:10], "BTCUSDT", "60")
+    impatient = CandleStore(tmp_path / "store", lock_timeout=0.2)
+    with holder.locked(path):
+        t0 = time.monotonic()
+        with pytest.raises(StoreLockedError, match=r"being written by another process .* after 0\.2 s"):
+            impatient.append(candles[10:], "BTCUSDT", "60")
+        assert 0.2 <= time.monotonic() - t0 < 1.0
+        assert impatient.load("BTCUSDT", "60").equals(candles[:10]), "readers never wait for the lock"
+    assert impatient.append(candles[10:], "BTCUSDT", "60").equals(candles)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from convnext_fast.trading._checks import TradingInputError
 from convnext_fast.trading.backtest import BacktestConfig, run_backtest, sweep_thresholds
 from convnext_fast.trading.metrics import compute_metrics
 from convnext_fast.trading.signals import signals_from_probs
@@ -31,6 +32,9 @@ class OpenTrade:
 def slow_backtest(o, h, lo, c, signal, size, funding, cfg: BacktestConfig):
     """A straightforward re-statement of the documented rules, bar by bar, with plain Python objects."""
     taker, maker, slip = cfg.taker_fee_bps / 1e4, cfg.maker_fee_bps / 1e4, cfg.slippage_bps / 1e4
+    # Signal orders and take-profits: taker + slippage as market orders, maker and none as limit orders.
+    sig_fee, sig_slip = (taker, slip) if cfg.order_type == "market" else (maker, 0.0)
+    tp_fee, tp_slip = (taker, slip) if cfg.take_profit_order == "market" else (maker, 0.0)
     cash, pos = cfg.initial_equity, None
     equity, position, trades = [], [], []
 
@@ -60,11 +64,11 @@ def slow_backtest(o, h, lo, c, signal, size, funding, cfg: BacktestConfig):
         if t > 0:
             want, fraction = int(signal[t - 1]), float(size[t - 1])
             if pos is not None and (want == -pos.side or (want == 0 and cfg.close_on_hold)):
-                exit_at(t, o[t] * (1 - pos.side * slip), taker, REASON["signal"])
+                exit_at(t, o[t] * (1 - pos.side * sig_slip), sig_fee, REASON["signal"])
             if pos is None and want != 0 and fraction > 0 and cash > 0:
-                price = o[t] * (1 + want * slip)
+                price = o[t] * (1 + want * sig_slip)
                 qty = min(fraction, cfg.leverage) * cash / price
-                fee = qty * price * taker
+                fee = qty * price * sig_fee
                 cash -= want * qty * price + fee
                 stop = price * (1 - want * cfg.stop_loss) if cfg.stop_loss else None
                 take = price * (1 + want * cfg.take_profit) if cfg.take_profit else None
@@ -88,7 +92,7 @@ def slow_backtest(o, h, lo, c, signal, size, funding, cfg: BacktestConfig):
                 exit_at(t, worst * (1 - pos.side * slip), taker, stop_reason)
             elif take_hit:
                 best = max(pos.take, o[t]) if pos.side == 1 else min(pos.take, o[t])
-                exit_at(t, best, maker, REASON["take_profit"])
+                exit_at(t, best * (1 - pos.side * tp_slip), tp_fee, REASON["take_profit"])
         if pos is not None and funding[t] != 0:
             paid = pos.side * pos.qty * c[t] * funding[t]
             cash -= paid
@@ -106,6 +110,10 @@ CONFIGS = {
         taker_fee_bps=7.5, slippage_bps=1.0, stop_loss=0.01, leverage=2.5, close_on_hold=True
     ),
     "tp-only": BacktestConfig(taker_fee_bps=0.0, maker_fee_bps=0.0, take_profit=0.02, leverage=0.7),
+    "limit-orders": BacktestConfig(
+        slippage_bps=4.0, stop_loss=0.02, take_profit=0.02, order_type="limit", take_profit_order="limit"
+    ),
+    "limit-entries-market-tp": BacktestConfig(slippage_bps=4.0, take_profit=0.015, order_type="limit"),
     "tiny-stops": BacktestConfig(slippage_bps=20.0, stop_loss=0.001, take_profit=0.001, close_on_hold=True),
     # 5x with a large maintenance margin: liquidated ~6 % against entry, keeping ~70 % of equity.
     "liquidation": BacktestConfig(slippage_bps=2.0, leverage=5.0, maintenance_margin=0.15, take_profit=0.05),
@@ -212,14 +220,24 @@ def test_stop_and_take_profit_in_one_bar_assumes_the_stop():
     assert res.equity[-1] == pytest.approx(1000.0 - 10.0 * 5.0)
 
 
-def test_take_profit_fills_at_level_with_maker_fee():
+def test_take_profit_pays_what_live_pays_taker_by_default_maker_as_a_limit():
     o, h, lo, c = bars([(100, 100, 100, 100), (100, 101, 99, 100), (101, 111, 100, 108)])
-    cfg = BacktestConfig(initial_equity=1000.0, taker_fee_bps=10.0, maker_fee_bps=2.0, take_profit=0.1)
-    res = run_backtest(o, h, lo, c, [1, 0, 0], 1.0, cfg)
-    trade = res.trades[0]
-    assert trade["exit_reason"] == REASON["take_profit"] and trade["exit_price"] == pytest.approx(110.0)
+    # Live attaches the take-profit as a market trigger: taker fee and slippage, like a stop.
+    cfg = BacktestConfig(initial_equity=1000.0, taker_fee_bps=10.0, maker_fee_bps=2.0, slippage_bps=5.0,
+                         take_profit=0.1)  # fmt: skip
+    trade = run_backtest(o, h, lo, c, [1, 0, 0], 1.0, cfg).trades[0]
+    entry = 100.0 * (1 + 5e-4)
+    qty = 1000.0 / entry  # the entry fee is paid from cash, not from the size
+    exit_ = entry * 1.1 * (1 - 5e-4)
+    assert trade["exit_reason"] == REASON["take_profit"] and trade["exit_price"] == pytest.approx(exit_)
+    assert trade["exit_fee"] == pytest.approx(qty * exit_ * 10e-4)
+    limit = BacktestConfig(**{**cfg.to_dict(), "take_profit_order": "limit", "slippage_bps": 0.0})
+    trade = run_backtest(o, h, lo, c, [1, 0, 0], 1.0, limit).trades[0]
+    assert trade["exit_price"] == pytest.approx(110.0)
     assert trade["exit_fee"] == pytest.approx(10.0 * 110.0 * 2e-4)
     assert trade["pnl"] == pytest.approx(10.0 * 10.0 - 1.0 - 0.22)
+    with pytest.raises(TradingInputError, match="order_type"):
+        BacktestConfig(order_type="stop")
 
 
 def test_gap_through_the_stop_fills_at_the_open():

@@ -73,3 +73,45 @@ def test_realized_volatility_matches_a_direct_window(rng):
 def test_bad_inputs(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def _probs(rng, n):
+    p = rng.dirichlet([1.0, 1.0, 1.0], n)
+    return p
+
+
+def test_sizing_rule_kelly_sizes_the_chosen_side(rng):
+    from convnext_fast.trading.sizing import SizingRule
+
+    n = 500
+    probs = _probs(rng, n)
+    signal = rng.choice([-1, 0, 1], n)
+    rule = SizingRule("kelly", size=0.8, stop_loss=0.02, take_profit=0.05, max_risk=0.03)
+    got = rule.sizes(signal, probs)
+    chosen = np.where(signal > 0, probs[:, 0], probs[:, 1])
+    want = np.minimum(np.maximum(chosen - (1 - chosen) / 2.5, 0) * 0.5, min(0.8, 0.03 / 0.02))
+    np.testing.assert_allclose(got, np.where(signal != 0, want, 0.0), rtol=1e-12)
+    assert (got[signal == 0] == 0).all() and got.max() <= 0.8
+    with pytest.raises(ValueError, match="stop-loss and --take-profit"):
+        SizingRule("kelly")
+    with pytest.raises(ValueError, match="probabilities"):
+        rule.sizes(signal)
+
+
+@pytest.mark.parametrize("method", ["fixed", "kelly", "vol-target"])
+def test_streaming_sizer_equals_the_batch_rule(method, rng):
+    from convnext_fast.trading.sizing import SizingRule, StreamingSizer
+
+    n = 400
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    probs, signal = _probs(rng, n), rng.choice([-1, 0, 1], n)
+    rule = SizingRule(method, size=1.5, stop_loss=0.02, take_profit=0.03, vol_window=24, target_vol=0.3)
+    batch = rule.sizes(signal, probs, close)
+    sizer = StreamingSizer(rule)
+    live = []
+    for t in range(n):
+        sizer.observe(close[t])
+        live.append(sizer.size(int(signal[t]), probs[t]))
+    np.testing.assert_allclose(live, batch, rtol=1e-9, atol=1e-15)
+    if method == "vol-target":
+        assert (np.asarray(live)[:24] == 0).all() and np.asarray(live)[signal != 0][-50:].max() > 0

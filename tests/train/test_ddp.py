@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from convnext_fast.data.synthetic import synthetic_candles
 from convnext_fast.train import TrainConfig, train
@@ -68,3 +69,66 @@ def test_torchrun_two_cpu_processes_train_and_report_like_one(tmp_path, rng):
     # One JSON line per epoch and fold, written once (by the main process), not once per process.
     log = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 1, 2]
+
+
+def _fused_ddp_step(rank: int, world: int, init: str, batch: dict, out: str) -> None:
+    """One rank: the fused model (C++ CPU kernels) wrapped in DDP, one SGD step on its shard of the batch."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        model = _fused_model(batch["seed"])
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1, weight_decay=0.05)
+        shard = slice(rank * len(batch["y"]) // world, (rank + 1) * len(batch["y"]) // world)
+        loss = torch.nn.functional.cross_entropy(ddp(batch["x"][shard]), batch["y"][shard])
+        loss.backward()  # DDP averages the gradients over the ranks here
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        optimizer.step()
+        torch.save({"grads": grads, "params": dict(model.named_parameters())}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _fused_model(seed: int):
+    from convnext_fast import ConvNeXt1d
+
+    torch.manual_seed(seed)
+    # No drop path (random per process); a large layer scale so every block's weights get real gradients.
+    return ConvNeXt1d(in_chans=5, dims=(8, 16, 24, 32), depths=(1, 2, 1, 1), drop_path_rate=0.0,
+                      layer_scale_init=0.5, backend="cpu")  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_fused_model_under_ddp_matches_one_process_on_the_whole_batch(tmp_path, rng):
+    """Two gloo ranks on half a batch each give the full-batch gradient and the same AdamW step as one
+    process (the fused kernels' backward is what DDP all-reduces), and both ranks end with equal weights."""
+    import torch.multiprocessing as mp
+
+    import convnext_fast
+
+    assert convnext_fast.backends()["cpu"] == "live", "the C++ extension must be built for this test"
+    n, t = 2 * int(rng.integers(2, 5)), 32 * int(rng.integers(2, 4))
+    batch = {
+        "x": torch.from_numpy(rng.standard_normal((n, 5, t)).astype("float32")),
+        "y": torch.from_numpy(rng.integers(0, 3, n)),
+        "seed": int(rng.integers(2**31)),
+    }
+    # fork: the ranks inherit the loaded torch and extension instead of importing them again (~10 s here)
+    args = (2, f"file://{tmp_path / 'rendezvous'}", batch, str(tmp_path))
+    mp.start_processes(_fused_ddp_step, args=args, nprocs=2, start_method="fork")
+
+    model = _fused_model(batch["seed"])
+    # SGD: the step is linear in the gradient, so equal gradients must give equal weights to rounding.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.05)
+    torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"]).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    optimizer.step()
+    for rank in range(2):
+        ddp = torch.load(tmp_path / f"rank{rank}.pt")
+        assert ddp["grads"].keys() == grads.keys()
+        for name, g in grads.items():
+            assert g.abs().max() > 0, f"{name} got no gradient: the test would prove nothing"
+            torch.testing.assert_close(ddp["grads"][name], g, rtol=1e-4, atol=1e-6, msg=name)
+            torch.testing.assert_close(ddp["params"][name], model.get_parameter(name), rtol=1e-4, atol=1e-6)

@@ -72,8 +72,12 @@ def next_start_ms(start_ms: int, interval: str | int) -> int:
 
 
 def format_ms(ms: int) -> str:
-    """Epoch ms as 'YYYY-MM-DD HH:MM UTC' for error messages and reports."""
-    return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    """Epoch ms as 'YYYY-MM-DD HH:MM UTC' for error messages and reports; a time no calendar can show (a
+    garbled 1e18) comes back as raw epoch ms, so an error message about it cannot fail itself."""
+    try:
+        return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return f"{ms} epoch ms"
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,25 +184,26 @@ class Candles:
     def columns(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def validate(self) -> Candles:
-        """Raise :class:`InvalidCandlesError` naming the first bad row unless prices and volume are finite,
-        high ≥ max(open, close), low ≤ min(open, close), volume ≥ 0 and turnover (when known) ≥ 0."""
-        o, h, lo, c, v, q = self.open, self.high, self.low, self.close, self.volume, self.turnover
-        checks = (
-            (~np.isfinite(np.stack([o, h, lo, c, v])).all(axis=0), "has a non-finite price or volume"),
-            (h < np.maximum(o, c), "has high < max(open, close)"),
-            (lo > np.minimum(o, c), "has low > min(open, close)"),
-            (v < 0, "has negative volume"),
-            (q < 0, "has negative turnover"),
+    def validate(
+        self, interval: str | int | None = None, *, now_ms: int | None = None, source: str | None = None
+    ) -> Candles:
+        """Raise :class:`InvalidCandlesError` naming the first bad row unless every row passes the one
+        OHLCV rule (:mod:`convnext_fast.data.ohlcv`); ``interval`` adds the start-alignment check,
+        ``source`` prefixes the message."""
+        from convnext_fast.data.ohlcv import check_ohlcv
+
+        check_ohlcv(
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            self.turnover,
+            start_ms=self.start_ms,
+            interval=interval,
+            now_ms=now_ms,
+            source=source,
         )
-        for bad, what in checks:
-            hits = np.flatnonzero(bad)
-            if hits.size:
-                i = int(hits[0])
-                raise InvalidCandlesError(
-                    f"candle row {i} ({format_ms(self.start_ms[i])}) {what}: open={o[i]} high={h[i]} "
-                    f"low={lo[i]} close={c[i]} volume={v[i]} turnover={q[i]} ({hits.size} bad rows in all)"
-                )
         return self
 
     def gaps(self, interval: str | int) -> list[Gap]:
@@ -269,6 +274,8 @@ def _read_csv(path: Path) -> Candles:
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"cannot parse CSV {path}: {exc}") from exc
     by_lower = {name.strip().lower(): name for name in table.column_names}
+    if len(set(table.column_names)) != len(table.column_names):
+        raise UserError(f"CSV {path} repeats a column name: {table.column_names}")
 
     def column(aliases, required=True):
         for alias in aliases:
@@ -302,7 +309,7 @@ def _read_csv(path: Path) -> Candles:
             raise InvalidCandlesError(
                 f"CSV {path} has two different candles starting at {format_ms(start_ms[i])}"
             )
-    return Candles.from_unordered(start_ms, **values)
+    return Candles.from_unordered(start_ms, **values).validate(source=f"CSV {path}")
 
 
 def _epoch_ms(col, path: Path) -> np.ndarray:
@@ -331,4 +338,8 @@ def _epoch_ms(col, path: Path) -> np.ndarray:
         raise UserError(f"CSV {path}: time column row {i} is empty or not a number")
     magnitude = np.nanmax(np.abs(numbers)) if numbers.size else 0
     scale = 1000.0 if magnitude < 1e11 else (1.0 if magnitude < 1e14 else 1e-3)
-    return np.round(numbers * scale).astype(np.int64)
+    ms = np.round(numbers * scale)
+    if ms.size and np.abs(ms).max() >= 2.0**62:  # no int64 epoch ms; the validator names the sane range
+        i = int(np.argmax(np.abs(ms)))
+        raise UserError(f"CSV {path}: time column row {i} ({numbers[i]!r}) is no epoch time in s, ms or us")
+    return ms.astype(np.int64)

@@ -144,16 +144,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("--verbose", action="store_true", help="log every ignored candle")
 
-    orders = parser.add_argument_group("real orders (opt-in; keys from BYBIT_API_KEY / BYBIT_API_SECRET)")
-    orders.add_argument("--orders", action="store_true", help="send real orders mirroring the paper position")
-    orders.add_argument("--mainnet", action="store_true", help="orders on mainnet (default: testnet)")
-    orders.add_argument("--order-qty", type=float, help="contracts per position (required with --orders)")
-    orders.add_argument(
-        "--max-position", type=float, help="position guard in contracts (required with --orders)"
-    )
-    orders.add_argument(
-        "--orders-url", help="private REST base URL (default: Bybit testnet; mainnet with --mainnet)"
-    )
+    from .order_cli import add_order_arguments, add_sizing_and_funding_arguments
+
+    add_sizing_and_funding_arguments(parser)
+    add_order_arguments(parser)
 
 
 @dataclass
@@ -168,6 +162,7 @@ class Feed:
     kind: str = "replay"
     dataset: str = ""
     first_ms: int | None = None  # start of the first bar to trade (replays)
+    recent: Candles | None = None  # on a resume: the candles before the stream (sizing rules need closes)
 
 
 def _model(args):
@@ -242,7 +237,15 @@ def _replay_feed(args, label, kind, candles, engine, meta, resume_after) -> Feed
             format_ms(trained_until),
         )
     stream = replay(candles[cut:], interval_ms=step, speed=args.speed)
-    return Feed(label, history, stream, kind=kind, dataset=dataset, first_ms=int(candles.start_ms[cut]))
+    return Feed(
+        label,
+        history,
+        stream,
+        kind=kind,
+        dataset=dataset,
+        first_ms=int(candles.start_ms[cut]),
+        recent=candles[:cut],
+    )
 
 
 def _online_feed(args, engine, resume_after: int | None, kind: str, probing: bool, metrics) -> Feed:
@@ -297,6 +300,7 @@ def _online_feed(args, engine, resume_after: int | None, kind: str, probing: boo
         lambda s, e: client.fetch_klines(args.symbol, args.interval, s, e),
         kind="bybit",
         dataset=f"bybit {args.category} {args.base_url}",
+        recent=history,  # a resume restores its features; sizing then starts from the stream (limitation)
     )
 
 
@@ -359,29 +363,9 @@ def _reconcile_out(path: Path, store) -> list[dict]:
 
 
 def _order_hook(args, broker_config):
-    if not args.orders:
-        return None
-    import httpx
+    from .order_cli import order_hook
 
-    from .orders import MAINNET_URL, TESTNET_URL, BybitOrders, Credentials, OrderError, OrderMirror
-
-    if args.order_qty is None or args.max_position is None:
-        raise UserError("--orders needs --order-qty and --max-position")
-    orders = BybitOrders(
-        Credentials.from_env(),
-        max_position_qty=args.max_position,
-        base_url=args.orders_url or (MAINNET_URL if args.mainnet else TESTNET_URL),
-    )
-    mirror = OrderMirror(orders, args.symbol, args.order_qty, close_on_hold=broker_config.close_on_hold)
-
-    def mirror_orders(engine) -> None:
-        # A refused or failed order must not stop the paper loop; it is logged loudly instead.
-        try:
-            mirror.after_bar(engine.broker.pending_signal)
-        except (OrderError, httpx.HTTPError) as exc:
-            log.error("order not placed: %s", exc)
-
-    return mirror_orders
+    return order_hook(args, broker_config)
 
 
 def _identity(args, feed: Feed, model_id: str) -> dict:
@@ -454,15 +438,36 @@ def run(args: argparse.Namespace) -> int:
         else:
             store.start_new(identity, overwrite=args.force)
             seeded = engine.warm_up(feed.history)
+        from .order_cli import attach_sizing_and_funding
+
+        # After the broker is restored or the features seeded: sizing sees every close before the stream.
+        rules = attach_sizing_and_funding(
+            args,
+            engine,
+            config,
+            feed.history if saved is None else feed.recent,
+            synthetic=feed.kind == "synthetic",
+        )
         return _drive(
-            args, engine, backend, feed, store, metrics, saved, seeded, model_label, started, after_candle
+            args,
+            engine,
+            backend,
+            feed,
+            store,
+            metrics,
+            saved,
+            seeded,
+            model_label,
+            started,
+            after_candle,
+            rules,
         )
     finally:
         store.close()
 
 
 def _drive(
-    args, engine, backend, feed, store, metrics, saved, seeded, model_label, started, after_candle
+    args, engine, backend, feed, store, metrics, saved, seeded, model_label, started, after_candle, rules
 ) -> int:
     from .loop import LiveContext, OutputSink, run_live
 
@@ -487,10 +492,13 @@ def _drive(
         "seeded_bars": seeded,
         "resumed_from": format_ms(saved.last_start_ms) if saved else None,
         "startup_s": round(time.perf_counter() - started, 3),
+        "rules": rules,
     }
     sink.start(info, f"{feed.label} | {model_label} | backend {backend} | seeded {seeded} candles")
     for record in pending:  # committed before a crash but never written to --out
         sink.emit(record)
+    if after_candle is not None:  # order events go to the same JSON lines
+        after_candle.attach(sink._json)
     ctx = LiveContext(
         args.symbol,
         args.interval,

@@ -16,7 +16,6 @@ import contextlib
 import datetime
 import json
 import logging
-import math
 import signal as os_signal
 import sys
 import threading
@@ -39,19 +38,13 @@ log = logging.getLogger("convnext_fast.live")
 
 
 def candle_problem(candle: Candle) -> str | None:
-    """Why a candle must not reach the model (None when it is fine)."""
-    values = (candle.open, candle.high, candle.low, candle.close, candle.volume)
-    if not all(math.isfinite(v) for v in values):
-        return "non-finite price or volume"
-    if candle.low <= 0:
-        return "non-positive price"
-    if candle.high < max(candle.open, candle.close) or candle.low > min(candle.open, candle.close):
-        return "high/low do not bracket open/close"
-    if candle.volume < 0:
-        return "negative volume"
-    if not candle.closed:
+    """Why a candle must not reach the model (None when it is fine): the one OHLCV rule, and closed."""
+    from ..data.ohlcv import bar_problem  # the one rule's home; imported here to keep this module's imports
+
+    problem = bar_problem(candle.open, candle.high, candle.low, candle.close, candle.volume)
+    if problem is None and not candle.closed:
         return "candle is not closed yet"
-    return None
+    return problem
 
 
 class LiveEngine:

@@ -1,193 +1,349 @@
-"""Opt-in real orders through Bybit's V5 private REST API (paper trading is the default).
+"""Opt-in real orders on Bybit V5 that mirror the paper broker's intent (paper trading is the default).
 
-- Keys come from the environment only (``BYBIT_API_KEY`` / ``BYBIT_API_SECRET``); they are never logged,
-  printed or written to a file (:class:`Credentials` hides them in ``repr``).
-- Requests are signed as Bybit's V5 spec says: ``X-BAPI-SIGN = hex(HMAC_SHA256(secret, timestamp +
-  api_key + recv_window + payload))`` where the payload is the query string of a GET or the exact JSON
-  body of a POST, sent with ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP`` and ``X-BAPI-RECV-WINDOW``.
-- Testnet by default; mainnet needs an explicit ``base_url``.
-- A max position guard refuses any order that would leave more than ``max_position_qty`` open.
+One closed bar → at most one order, made safe in four ways:
+
+- **Idempotent.** Each order carries a deterministic ``orderLinkId`` = (run id, bar start, intent). When the
+  reply is ambiguous (timeout, 5xx, unreadable) the order is looked up by that id before anything else and
+  is never sent a second time (:meth:`BybitExchange.create_order`); a resumed run re-deriving the same id is
+  refused by the exchange as a duplicate and looked up the same way.
+- **Reconciled.** The exchange position is read before each decision and after each order; the guard and
+  the target use the exchange's figure; every difference from what was expected is a warning and a
+  ``reconcile`` JSON-line event.
+- **On the exchange's grid.** Quantities and prices are decimal strings on the instrument's qty step and
+  tick size; an order below the minimum is skipped with a logged reason.
+- **Guarded.** ``max_position`` caps the exchange position; a kill switch (max daily loss, max orders per
+  hour) flattens and stops the run. Stop-loss / take-profit are attached on the exchange with the
+  backtest's distances from the actual fill, so a crash of this process leaves the position protected.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import json
 import logging
-import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from urllib.parse import urlencode
-
-import httpx
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
 from ..errors import UserError
+from .exchange import (
+    MAINNET_URL,
+    TESTNET_URL,
+    AmbiguousReply,
+    BybitExchange,
+    Credentials,
+    OrderError,
+    Position,
+    check_order_url,
+    sign,
+    signed_headers,
+)
+from .instruments import decimal_str, round_to_step, to_decimal
+
+__all__ = [
+    "MAINNET_URL", "TESTNET_URL", "AmbiguousReply", "BybitExchange", "Credentials", "KillSwitch",
+    "KillSwitchTripped", "OrderError", "OrderMirror", "Position", "check_order_url", "link_id", "run_id_for",
+    "sign", "signed_headers",
+]  # fmt: skip
 
 log = logging.getLogger("convnext_fast.live.orders")
-
-TESTNET_URL = "https://api-testnet.bybit.com"
-MAINNET_URL = "https://api.bybit.com"
-KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
-DEFAULT_RECV_WINDOW_MS = 5000
+MAX_LINK_ID = 36  # Bybit's limit on orderLinkId
+DAY_MS = 86_400_000
 
 
-class OrderError(UserError):
-    """Bybit refused an order request, or the position guard did."""
+class KillSwitchTripped(UserError):
+    """The kill switch flattened the position and stopped the run."""
 
 
-@dataclass(frozen=True)
-class Credentials:
-    api_key: str = field(repr=False)
-    api_secret: str = field(repr=False)
+def run_id_for(*parts: object) -> str:
+    """A stable 8-hex-digit run id from what identifies a run (symbol, interval, state file ...): a resumed
+    run derives the same one, so a bar's order keeps its ``orderLinkId`` across restarts."""
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8]
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Credentials:
-        key, secret = env.get(KEY_ENV, "").strip(), env.get(SECRET_ENV, "").strip()
-        missing = [name for name, value in ((KEY_ENV, key), (SECRET_ENV, secret)) if not value]
-        if missing:
-            raise UserError(
-                f"real orders need the API key in environment variables; {' and '.join(missing)} not set"
+
+def link_id(run_id: str, bar_start_ms: int, intent: str) -> str:
+    """Deterministic ``orderLinkId`` of one intent at one bar (≤ 36 characters)."""
+    out = f"cf{run_id}-{int(bar_start_ms) // 1000:x}-{intent}"
+    if len(out) > MAX_LINK_ID or not run_id.isalnum():
+        raise UserError(
+            f"orderLinkId {out!r} must be at most {MAX_LINK_ID} characters from an alphanumeric run id"
+        )
+    return out
+
+
+@dataclass
+class KillSwitch:
+    """``max_daily_loss``: fraction of the UTC day's first equity; ``max_orders_per_hour``: orders sent in
+    any rolling hour. Either tripping flattens the exchange position and stops the run."""
+
+    max_daily_loss: float | None = None
+    max_orders_per_hour: int | None = None
+
+    def __post_init__(self):
+        if self.max_daily_loss is not None and not 0 < self.max_daily_loss < 1:
+            raise UserError(f"--max-daily-loss must be a fraction in (0, 1), got {self.max_daily_loss}")
+        if self.max_orders_per_hour is not None and self.max_orders_per_hour < 1:
+            raise UserError(f"--max-orders-per-hour must be >= 1, got {self.max_orders_per_hour}")
+        self._day: int | None = None
+        self._day_equity = 0.0
+        self._sent: deque[float] = deque()
+
+    def loss_reason(self, equity: float | None, now_ms: int) -> str | None:
+        if self.max_daily_loss is None or equity is None:
+            return None
+        day = now_ms // DAY_MS
+        if day != self._day:
+            self._day, self._day_equity = day, equity
+        if equity < self._day_equity * (1 - self.max_daily_loss):
+            return (
+                f"daily loss {1 - equity / self._day_equity:.2%} is over --max-daily-loss "
+                f"{self.max_daily_loss:.2%}"
             )
-        return cls(key, secret)
+        return None
 
-    def __repr__(self) -> str:
-        return "Credentials(api_key=***, api_secret=***)"
+    def orders_reason(self, now_s: float) -> str | None:
+        if self.max_orders_per_hour is None:
+            return None
+        while self._sent and self._sent[0] <= now_s - 3600:
+            self._sent.popleft()
+        if len(self._sent) >= self.max_orders_per_hour:
+            return f"{len(self._sent)} orders in the last hour reach --max-orders-per-hour {self.max_orders_per_hour}"
+        return None
 
-
-def sign(api_secret: str, timestamp_ms: int, api_key: str, recv_window_ms: int, payload: str) -> str:
-    """Bybit V5 HMAC signature (lower-case hex) of ``timestamp + api_key + recv_window + payload``."""
-    message = f"{timestamp_ms}{api_key}{recv_window_ms}{payload}"
-    return hmac.new(api_secret.encode(), message.encode(), hashlib.sha256).hexdigest()
-
-
-def signed_headers(
-    creds: Credentials, payload: str, *, timestamp_ms: int, recv_window_ms: int
-) -> dict[str, str]:
-    return {
-        "X-BAPI-API-KEY": creds.api_key,
-        "X-BAPI-TIMESTAMP": str(timestamp_ms),
-        "X-BAPI-RECV-WINDOW": str(recv_window_ms),
-        "X-BAPI-SIGN": sign(creds.api_secret, timestamp_ms, creds.api_key, recv_window_ms, payload),
-    }
-
-
-class BybitOrders:
-    """Market orders and position queries for one category (default ``linear``)."""
-
-    def __init__(
-        self,
-        credentials: Credentials,
-        *,
-        max_position_qty: float,
-        base_url: str = TESTNET_URL,
-        category: str = "linear",
-        recv_window_ms: int = DEFAULT_RECV_WINDOW_MS,
-        timeout: float = 10.0,
-        clock=time.time,
-    ):
-        if not max_position_qty > 0:
-            raise UserError(f"--max-position must be > 0 (contracts), got {max_position_qty}")
-        self.creds, self.max_position_qty = credentials, float(max_position_qty)
-        self.base_url, self.category, self.recv_window_ms = (
-            base_url.rstrip("/"),
-            category,
-            int(recv_window_ms),
-        )
-        self._clock = clock
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
-        if self.base_url == MAINNET_URL:
-            log.warning("REAL ORDERS on Bybit MAINNET (%s)", self.base_url)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
-
-    def _check(self, response: httpx.Response, what: str) -> dict:
-        try:
-            body = response.json()
-        except ValueError:
-            raise OrderError(f"Bybit {what}: HTTP {response.status_code}, not JSON") from None
-        if response.status_code != 200 or body.get("retCode") != 0:
-            raise OrderError(
-                f"Bybit {what} refused: HTTP {response.status_code}, retCode {body.get('retCode')}: {body.get('retMsg')}"
-            )
-        return body.get("result") or {}
-
-    def _get(self, path: str, params: dict) -> dict:
-        query = urlencode(params)
-        headers = signed_headers(
-            self.creds, query, timestamp_ms=self._now_ms(), recv_window_ms=self.recv_window_ms
-        )
-        return self._check(self._http.get(f"{path}?{query}", headers=headers), path)
-
-    def _post(self, path: str, body: dict) -> dict:
-        text = json.dumps(body, separators=(",", ":"))  # the signed bytes are exactly the sent bytes
-        headers = signed_headers(
-            self.creds, text, timestamp_ms=self._now_ms(), recv_window_ms=self.recv_window_ms
-        )
-        headers["Content-Type"] = "application/json"
-        return self._check(self._http.post(path, content=text, headers=headers), path)
-
-    def position_qty(self, symbol: str) -> float:
-        """Signed open size (short < 0) of ``symbol`` (one-way mode)."""
-        result = self._get("/v5/position/list", {"category": self.category, "symbol": symbol})
-        total = 0.0
-        for row in result.get("list", []):
-            size = float(row.get("size") or 0.0)
-            total += size if row.get("side") == "Buy" else -size if row.get("side") == "Sell" else 0.0
-        return total
-
-    def market_order(self, symbol: str, qty: float, *, current_qty: float) -> dict:
-        """Buy (qty > 0) or sell (qty < 0) at market, unless the result would exceed the position guard."""
-        if qty == 0:
-            raise OrderError("order quantity must be non-zero")
-        after = current_qty + qty
-        if abs(after) > self.max_position_qty + 1e-12:
-            raise OrderError(
-                f"position guard: {symbol} would hold {after:+g} after this order, above --max-position {self.max_position_qty:g}"
-            )
-        body = {
-            "category": self.category,
-            "symbol": symbol,
-            "side": "Buy" if qty > 0 else "Sell",
-            "orderType": "Market",
-            "qty": f"{abs(qty):g}",
-            "reduceOnly": abs(after) < abs(current_qty) and after * current_qty >= 0,
-        }
-        result = self._post("/v5/order/create", body)
-        log.info(
-            "order sent: %s %s %s (orderId %s)", body["side"], body["qty"], symbol, result.get("orderId")
-        )
-        return result
+    def record(self, now_s: float) -> None:
+        self._sent.append(now_s)
 
 
 class OrderMirror:
     """Keeps the exchange position equal to the paper broker's intent: after each closed bar, the side the
-    broker will hold from the next open, times a fixed ``qty`` per position."""
+    broker will hold from the next open, ``qty × size`` contracts (size: the sizing rule's fraction, 1 for
+    fixed sizing), never more than ``max_position``."""
 
-    def __init__(self, orders: BybitOrders, symbol: str, qty: float, *, close_on_hold: bool = False):
+    def __init__(
+        self,
+        exchange: BybitExchange,
+        symbol: str,
+        qty: float,
+        *,
+        max_position: float,
+        run_id: str,
+        close_on_hold: bool = False,
+        stop_loss: float | None = None,
+        take_profit: float | None = None,
+        order_type: str = "market",
+        post_only: bool = False,
+        kill_switch: KillSwitch | None = None,
+        emit: Callable[[dict], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         if not qty > 0:
             raise UserError(f"--order-qty must be > 0 (contracts), got {qty}")
-        self.orders, self.symbol, self.qty, self.close_on_hold = orders, symbol, float(qty), close_on_hold
-        self.current = orders.position_qty(symbol)
+        if not max_position > 0:
+            raise UserError(f"--max-position must be > 0 (contracts), got {max_position}")
+        if order_type not in ("market", "limit"):
+            raise UserError(f"--order-type must be market or limit, got {order_type!r}")
+        if post_only and order_type != "limit":
+            raise UserError("--post-only needs --order-type limit")
+        self.exchange, self.symbol, self.run_id = exchange, symbol, run_id
+        self.emit = emit or (lambda record: None)
+        self.rules = exchange.instrument(symbol)
+        self.qty = to_decimal(qty, "--order-qty")
+        self.max_position = round_to_step(to_decimal(max_position, "--max-position"), self.rules.qty_step)
+        self.close_on_hold, self.stop_loss, self.take_profit = close_on_hold, stop_loss, take_profit
+        self.order_type, self.post_only = order_type, post_only
+        self.kill_switch = kill_switch or KillSwitch()
+        self._clock = clock
+        self._sent: dict[str, dict | None] = {}  # link id → the exchange's order, for every intent sent
+        self._resting: str | None = None  # link id of a limit order that may still rest on the book
+        self.entry_qty: Decimal | None = None  # the magnitude intended for the position now held
+        self.expected: Decimal | None = None  # the position we believe the exchange holds
+        self.orders_sent = 0
+        self._avg_price: Decimal | None = None
 
-    def target(self, pending_signal: int) -> float:
-        side = (self.current > 0) - (self.current < 0)
+    # ---- events ----------------------------------------------------------------------------------------
+
+    def _event(self, kind: str, **fields) -> None:
+        self.emit({"event": f"order_{kind}", "symbol": self.symbol, **fields})
+
+    def _position(self, when: str) -> Decimal:
+        pos = self.exchange.position(self.symbol)
+        qty = self.expected if pos is None else pos.qty  # dry-run: follow the printed orders
+        qty = Decimal(0) if qty is None else qty
+        if self.expected is not None and qty != self.expected:
+            log.warning(
+                "reconcile %s: exchange holds %s %s, expected %s",
+                when,
+                decimal_str(qty),
+                self.symbol,
+                decimal_str(self.expected),
+            )
+            self._event(
+                "reconcile", when=when, exchange=decimal_str(qty), expected=decimal_str(self.expected)
+            )
+        self.expected = qty
+        self._avg_price = None if pos is None else pos.avg_price
+        return qty
+
+    # ---- decisions --------------------------------------------------------------------------------------
+
+    def target(self, current: Decimal, pending_signal: int, pending_size: float) -> Decimal:
+        side = (current > 0) - (current < 0)
         if pending_signal != 0 and pending_signal != side:
-            return pending_signal * self.qty
+            if pending_size <= 0:
+                return Decimal(0)
+            self.entry_qty = self.rules.qty(self.qty * to_decimal(pending_size, "size"))
+            return pending_signal * min(self.entry_qty, self.max_position)
         if pending_signal == 0 and self.close_on_hold:
-            return 0.0
-        return self.current
+            return Decimal(0)
+        if side == 0:
+            return Decimal(0)
+        # Holding: top a partial fill up to the intended size, bring an outside change back to it.
+        return side * min(self.entry_qty or abs(current), self.max_position)
 
-    def after_bar(self, pending_signal: int) -> dict | None:
-        """Send the order that moves the exchange position to the target (None when already there)."""
-        delta = self.target(pending_signal) - self.current
-        if abs(delta) < 1e-12:
+    def after_bar(
+        self,
+        bar_start_ms: int,
+        pending_signal: int,
+        *,
+        pending_size: float = 1.0,
+        reference_price: float | None = None,
+        equity: float | None = None,
+    ) -> dict | None:
+        """Move the exchange position to the paper intent after the bar starting at ``bar_start_ms``.
+        Returns the order (None when none was needed or possible)."""
+        if self._resting is not None:  # a limit order of the previous bar that did not fill: cancel the rest
+            self.exchange.cancel_order(self.symbol, self._resting)
+            self._resting = None
+        current = self._position("before decision")
+        now_ms = int(self._clock() * 1000)
+        reason = self.kill_switch.loss_reason(equity, now_ms)
+        if reason:
+            self.flatten(bar_start_ms, reason, current)
+        target = self.target(current, pending_signal, pending_size)
+        delta = target - current
+        if delta == 0:
+            if current == 0 and pending_signal != 0 and pending_size > 0:  # wanted, but too small to send
+                why = self.rules.why_not(self.entry_qty or Decimal(0), None)
+                self._event("intent", link_id=None, intent="open", skipped=why)
+                log.warning("order skipped at bar %d: %s", bar_start_ms, why)
             return None
-        result = self.orders.market_order(self.symbol, delta, current_qty=self.current)
-        self.current += delta
-        return result
+        intent = "flip" if target * current < 0 else "open" if abs(target) > abs(current) else "reduce"
+        if target == 0:
+            intent = "close"
+        return self._send(bar_start_ms, intent, current, delta, reference_price)
+
+    def _price(self, buy: bool, reference_price: float | None) -> Decimal | None:
+        if self.order_type == "market":
+            return None if reference_price is None else to_decimal(reference_price, "price")
+        bid, ask = self.exchange.best_bid_ask(self.symbol)
+        # A post-only buy rests at the best bid (a sell at the best ask): the maker side of the book.
+        if self.post_only:
+            return self.rules.price(bid, ROUND_DOWN) if buy else self.rules.price(ask, ROUND_UP)
+        return self.rules.price(ask, ROUND_UP) if buy else self.rules.price(bid, ROUND_DOWN)
+
+    def _send(
+        self, bar_start_ms: int, intent: str, current: Decimal, delta: Decimal, reference_price
+    ) -> dict | None:
+        link = link_id(self.run_id, bar_start_ms, intent)
+        if link in self._sent:  # the same intent twice (a replayed bar): never a second order
+            log.warning("order %s was already sent; not sending it again", link)
+            return None
+        qty = self.rules.qty(delta)
+        buy = delta > 0
+        price = self._price(buy, reference_price)
+        why = self.rules.why_not(qty, price)
+        after = current + (qty if buy else -qty)
+        if why is None and abs(after) > self.max_position:
+            why = f"position guard: {self.symbol} would hold {decimal_str(after)}, above --max-position {decimal_str(self.max_position)}"
+        self._event("intent", link_id=link, intent=intent, side="Buy" if buy else "Sell", qty=decimal_str(qty),
+                    position=decimal_str(current), skipped=why)  # fmt: skip
+        if why is not None:
+            log.warning("order %s skipped: %s", link, why)
+            return None
+        reason = self.kill_switch.orders_reason(self._clock())
+        if reason:
+            self.flatten(bar_start_ms, reason, current)
+        body = {
+            "category": self.exchange.category,
+            "symbol": self.symbol,
+            "side": "Buy" if buy else "Sell",
+            "orderType": "Market" if self.order_type == "market" else "Limit",
+            "qty": decimal_str(qty),
+            "orderLinkId": link,
+            "reduceOnly": abs(after) < abs(current) and after * current >= 0,
+        }
+        if self.order_type == "limit":
+            body |= {"price": decimal_str(price), "timeInForce": "PostOnly" if self.post_only else "GTC"}
+        return self._submit(body, current)
+
+    def _submit(self, body: dict, current: Decimal) -> dict | None:
+        link = body["orderLinkId"]
+        self._sent[link] = None  # from here on this intent counts as sent, whatever the reply
+        self.kill_switch.record(self._clock())
+        self.orders_sent += 1
+        try:
+            order, how = self.exchange.create_order(body)
+        except OrderError as exc:
+            self._event("rejected", link_id=link, error=str(exc))
+            log.error("order %s refused: %s", link, exc)
+            self._position("after refused order")
+            return None
+        self._sent[link] = order
+        self._event("sent", link_id=link, how=how, order=order)
+        if how == "lost":
+            log.error("order %s: no reply and the exchange has no such order; not resending it", link)
+        if how == "dry_run":
+            signed = Decimal(body["qty"]) * (1 if body["side"] == "Buy" else -1)
+            self.expected = current + signed
+            return None
+        fill = self.exchange.query_order(self.symbol, link) if how != "found" else order
+        if fill is not None:
+            self._event("fill", link_id=link, status=fill.get("orderStatus"), filled=fill.get("cumExecQty"),
+                        avg_price=fill.get("avgPrice"))  # fmt: skip
+            if body["orderType"] == "Limit" and fill.get("orderStatus") in ("New", "PartiallyFilled"):
+                self._resting = link
+            signed = to_decimal(fill.get("cumExecQty") or "0", "cumExecQty") * (
+                1 if body["side"] == "Buy" else -1
+            )
+            self.expected = current + signed
+        after = self._position("after order")
+        if after != 0 and abs(after) > 0 and not body["reduceOnly"]:
+            self._protect(after)
+        return order
+
+    def _protect(self, position: Decimal) -> None:
+        """Stop-loss / take-profit on the exchange at the backtest's distances from the average fill."""
+        if (self.stop_loss is None and self.take_profit is None) or self._avg_price is None:
+            return
+        side = 1 if position > 0 else -1
+        entry = self._avg_price
+        # Rounded away from the entry for the take-profit and toward it for the stop: never a worse level.
+        tp = sl = None
+        if self.take_profit is not None:
+            tp = self.rules.price(
+                entry * (1 + side * to_decimal(self.take_profit)), ROUND_UP if side > 0 else ROUND_DOWN
+            )
+        if self.stop_loss is not None:
+            sl = self.rules.price(
+                entry * (1 - side * to_decimal(self.stop_loss)), ROUND_UP if side > 0 else ROUND_DOWN
+            )
+        try:
+            self.exchange.trading_stop(self.symbol, take_profit=tp, stop_loss=sl)
+            self._event("protect", take_profit=tp and decimal_str(tp), stop_loss=sl and decimal_str(sl))
+        except OrderError as exc:
+            log.error("stop-loss/take-profit NOT attached on the exchange: %s", exc)
+            self._event("protect", error=str(exc))
+
+    def flatten(self, bar_start_ms: int, reason: str, current: Decimal | None = None) -> None:
+        """Kill switch: close the whole exchange position reduce-only at market, then stop the run."""
+        current = self._position("kill switch") if current is None else current
+        log.error("KILL SWITCH: %s; flattening %s %s and stopping", reason, decimal_str(current), self.symbol)
+        self._event("kill", reason=reason, position=decimal_str(current))
+        link = link_id(self.run_id, bar_start_ms, "kill")
+        if current != 0 and link not in self._sent:
+            body = {"category": self.exchange.category, "symbol": self.symbol,
+                    "side": "Sell" if current > 0 else "Buy", "orderType": "Market",
+                    "qty": decimal_str(abs(current)), "orderLinkId": link, "reduceOnly": True}  # fmt: skip
+            self._submit(body, current)
+        raise KillSwitchTripped(f"kill switch: {reason}; position flattened, run stopped")

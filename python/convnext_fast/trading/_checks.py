@@ -53,3 +53,10 @@ def check_positive(name: str, value: float) -> float:
     if not (np.isfinite(value) and value > 0.0):
         raise TradingInputError(f"{name} must be a finite number > 0, got {value}")
     return value
+
+
+def check_ohlc(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray) -> None:
+    """Bars must pass the one OHLCV rule (finite, > 0, low ≤ open, close ≤ high); its error names the row."""
+    from ..data.ohlcv import check_ohlcv
+
+    check_ohlcv(open_, high, low, close)

@@ -8,7 +8,8 @@ restore it, and all costs/limits in a float64 vector (layout ``P_*``) built by `
 Order of events inside bar ``t`` (the order from the signal of bar ``t-1`` is pending):
 
 1. At the open: close the position if the pending signal opposes it (or is Hold with ``close_on_hold``),
-   then open the pending side if flat; market orders pay the taker fee and slippage.
+   then open the pending side if flat; these signal orders pay ``P_SIGNAL_FEE`` and ``P_SIGNAL_SLIPPAGE``
+   (taker fee and slippage for market orders, maker fee and none for post-only limit orders).
 2. Intrabar: the stop-loss / take-profit of the position now held is checked against low/high. If both
    could trigger in this bar we cannot know which came first, so the stop (the worse one) wins. A gap
    through the level fills at the open, which is where the market first traded past it. With a
@@ -30,7 +31,10 @@ N_STATE = 11
 # Parameter vector layout (rates are fractions, not bps).
 P_TAKER, P_MAKER, P_SLIPPAGE, P_STOP_LOSS, P_TAKE_PROFIT, P_LEVERAGE, P_CLOSE_ON_HOLD = 0, 1, 2, 3, 4, 5, 6
 P_MAINTENANCE_MARGIN = 7
-N_PARAMS = 8
+# What signal orders and take-profits pay: taker + slippage when they fill as market orders (live attaches
+# its take-profit as a market trigger), maker and no slippage when they rest as limit orders.
+P_SIGNAL_FEE, P_SIGNAL_SLIPPAGE, P_TP_FEE, P_TP_SLIPPAGE = 8, 9, 10, 11
+N_PARAMS = 12
 
 # Trade record layout (one float64 row per closed trade).
 T_ENTRY_BAR, T_EXIT_BAR, T_SIDE, T_QTY, T_ENTRY_PRICE, T_EXIT_PRICE = 0, 1, 2, 3, 4, 5
@@ -94,21 +98,30 @@ def step(state, params, open_, high, low, close, funding_rate, signal, size, out
     """Process one bar (see the module docstring); closed trades go to ``out`` rows; returns their count."""
     bar = state[S_BAR]
     slippage = params[P_SLIPPAGE]
+    signal_slippage = params[P_SIGNAL_SLIPPAGE]
+    tp_slippage = params[P_TP_SLIPPAGE]
     n_closed = 0
     pending = state[S_PENDING_SIGNAL]
 
     if state[S_QTY] != 0.0:
         side = 1.0 if state[S_QTY] > 0 else -1.0
         if (pending != 0.0 and pending != side) or (pending == 0.0 and params[P_CLOSE_ON_HOLD] != 0.0):
-            _close(state, open_ * (1.0 - side * slippage), params[P_TAKER], bar, EXIT_SIGNAL, out[n_closed])
+            _close(
+                state,
+                open_ * (1.0 - side * signal_slippage),
+                params[P_SIGNAL_FEE],
+                bar,
+                EXIT_SIGNAL,
+                out[n_closed],
+            )
             n_closed += 1
 
     equity = state[S_CASH]  # flat here, so cash is the whole equity
     if state[S_QTY] == 0.0 and pending != 0.0 and state[S_PENDING_SIZE] > 0.0 and equity > 0.0:
         fraction = min(state[S_PENDING_SIZE], params[P_LEVERAGE])
-        fill = open_ * (1.0 + pending * slippage)
+        fill = open_ * (1.0 + pending * signal_slippage)
         qty = fraction * equity / fill
-        fee = qty * fill * params[P_TAKER]
+        fee = qty * fill * params[P_SIGNAL_FEE]
         state[S_CASH] -= pending * qty * fill + fee
         state[S_QTY] = pending * qty
         state[S_ENTRY_PRICE] = fill
@@ -143,7 +156,14 @@ def step(state, params, open_, high, low, close, funding_rate, signal, size, out
                 )
                 n_closed += 1
             elif high >= take:
-                _close(state, max(take, open_), params[P_MAKER], bar, EXIT_TAKE_PROFIT, out[n_closed])
+                _close(
+                    state,
+                    max(take, open_) * (1.0 - tp_slippage),
+                    params[P_TP_FEE],
+                    bar,
+                    EXIT_TAKE_PROFIT,
+                    out[n_closed],
+                )
                 n_closed += 1
         else:
             if high >= stop:
@@ -157,7 +177,14 @@ def step(state, params, open_, high, low, close, funding_rate, signal, size, out
                 )
                 n_closed += 1
             elif low <= take:
-                _close(state, min(take, open_), params[P_MAKER], bar, EXIT_TAKE_PROFIT, out[n_closed])
+                _close(
+                    state,
+                    min(take, open_) * (1.0 + tp_slippage),
+                    params[P_TP_FEE],
+                    bar,
+                    EXIT_TAKE_PROFIT,
+                    out[n_closed],
+                )
                 n_closed += 1
 
     if state[S_QTY] != 0.0 and funding_rate != 0.0:

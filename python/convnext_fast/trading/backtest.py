@@ -26,6 +26,7 @@ from ._checks import (
 )
 
 HOURS_PER_YEAR = 24 * 365
+ORDER_TYPES = ("market", "limit")
 
 TRADE_DTYPE = np.dtype(
     [
@@ -60,8 +61,13 @@ EXIT_REASONS = {
 class BacktestConfig:
     """Costs and limits. Fees and slippage are in basis points of the fill's notional.
 
-    - Market orders (signal entries/exits, stop-losses, the final close) pay ``taker_fee_bps`` and
-      ``slippage_bps`` against us; take-profits are resting limit orders: ``maker_fee_bps``, no slippage.
+    - Market orders pay ``taker_fee_bps`` and ``slippage_bps`` against us; limit orders pay
+      ``maker_fee_bps`` and no slippage. Stop-losses, liquidations and the final close are market orders.
+    - ``order_type``: how signal entries/exits fill, ``"market"`` or ``"limit"`` (the live ``--order-type
+      limit --post-only``: a maker order at the open, assumed filled).
+    - ``take_profit_order``: how the take-profit fills. ``"market"`` (default) is what the live order path
+      attaches on the exchange (a market order triggered at the level: taker fee, slippage); ``"limit"`` a
+      resting limit order (maker, no slippage).
     - ``stop_loss`` / ``take_profit`` are fractions of the entry price (0.02 = 2 %); ``None`` disables them.
     - ``leverage`` is the margin limit: a position's notional is at most ``leverage`` × equity at entry
       (a requested size above it is capped).
@@ -79,6 +85,8 @@ class BacktestConfig:
     leverage: float = 1.0
     close_on_hold: bool = False
     maintenance_margin: float | None = None
+    order_type: str = "market"
+    take_profit_order: str = "market"
 
     def __post_init__(self):
         check_positive("initial_equity", self.initial_equity)
@@ -89,6 +97,9 @@ class BacktestConfig:
             if value is not None and check_positive(name, value) >= 1.0 and name != "take_profit":
                 raise TradingInputError(f"{name} must be a fraction below 1, got {value}")
         check_positive("leverage", self.leverage)
+        for name in ("order_type", "take_profit_order"):
+            if getattr(self, name) not in ORDER_TYPES:
+                raise TradingInputError(f"{name} must be one of {ORDER_TYPES}, got {getattr(self, name)!r}")
 
     def params(self) -> np.ndarray:
         params = np.zeros(_engine.N_PARAMS)
@@ -100,6 +111,13 @@ class BacktestConfig:
         params[_engine.P_LEVERAGE] = self.leverage
         params[_engine.P_CLOSE_ON_HOLD] = float(self.close_on_hold)
         params[_engine.P_MAINTENANCE_MARGIN] = self.maintenance_margin or 0.0
+        for fee, slip, kind in (
+            (_engine.P_SIGNAL_FEE, _engine.P_SIGNAL_SLIPPAGE, self.order_type),
+            (_engine.P_TP_FEE, _engine.P_TP_SLIPPAGE, self.take_profit_order),
+        ):
+            market = kind == "market"
+            params[fee] = params[_engine.P_TAKER] if market else params[_engine.P_MAKER]
+            params[slip] = params[_engine.P_SLIPPAGE] if market else 0.0
         return params
 
     def to_dict(self) -> dict:
@@ -125,6 +143,18 @@ def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
         "--maintenance-margin",
         type=float,
         help="liquidate at this equity / notional, e.g. 0.005 (default off)",
+    )
+    parser.add_argument(
+        "--order-type",
+        choices=ORDER_TYPES,
+        default=defaults.order_type,
+        help="signal entries/exits: market (taker fee + slippage) or limit (maker, e.g. post-only)",
+    )
+    parser.add_argument(
+        "--take-profit-order",
+        choices=ORDER_TYPES,
+        default=defaults.take_profit_order,
+        help="take-profit fills as market (default: what live attaches on the exchange) or limit (maker)",
     )
 
 
@@ -189,18 +219,10 @@ def trade_records(rows: np.ndarray, timestamps_ms: np.ndarray | None = None) -> 
 
 
 def check_bars(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray) -> None:
-    """Prices must be finite, positive and consistent (low ≤ open, close ≤ high)."""
-    for name, prices in (("open", open_), ("high", high), ("low", low), ("close", close)):
-        check_finite(name, prices)
-        if (prices <= 0).any():
-            raise TradingInputError(f"{name} must be > 0; index {int(np.argmax(prices <= 0))} is not")
-    bad = (low > np.minimum(open_, close)) | (high < np.maximum(open_, close))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise TradingInputError(
-            f"inconsistent bar at index {i}: need low <= open, close <= high, got "
-            f"open={open_[i]}, high={high[i]}, low={low[i]}, close={close[i]}"
-        )
+    """Prices must be finite, positive and consistent (low ≤ open, close ≤ high): the one OHLCV rule."""
+    from ._checks import check_ohlc
+
+    check_ohlc(open_, high, low, close)
 
 
 def _signal_array(signal) -> np.ndarray:

@@ -48,6 +48,16 @@ class PaperBroker:
         """The signal that will execute at the next bar's open."""
         return int(self._state[_engine.S_PENDING_SIGNAL])
 
+    @property
+    def pending_size(self) -> float:
+        """The size (fraction of equity) queued with :attr:`pending_signal`."""
+        return float(self._state[_engine.S_PENDING_SIZE])
+
+    @property
+    def last_close(self) -> float:
+        """The last processed bar's close (NaN before the first bar)."""
+        return float(self._last_close)
+
     def on_bar(
         self,
         open: float,

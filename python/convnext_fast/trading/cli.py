@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.funding import add_funding_arguments, funding_for_bars
 from ..errors import UserError
 from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
 from .decision import DecisionPolicy
 from .report import periods_per_year_from, write_report
 from .signals import signals_from_probs
+from .sizing import add_sizing_arguments, sizing_from_args
 
 PREDICT_BATCH = 512
 
@@ -43,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
     parser.add_argument("--sweep", help="comma-separated thresholds to sweep in parallel, e.g. 0.4,0.5,0.6")
     add_config_arguments(parser)
+    add_sizing_arguments(parser)
+    add_funding_arguments(parser)
 
 
 def _candles(args):
@@ -173,12 +177,23 @@ def _sweep_thresholds(args) -> list[float] | None:
         ) from None
 
 
-def _print_sweep(args, thresholds, candles, probs, config, ppy) -> None:
+def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding) -> None:
     if probs is None:
         raise UserError("--sweep needs probabilities (--probs or a classification --checkpoint)")
     c = candles
+    # Whatever the threshold, an entry takes the likelier side, so sizing that side fits every threshold.
+    sizes = sizing.sizes(np.where(probs[:, 0] >= probs[:, 1], 1, -1), probs, c.close)
     sweep = sweep_thresholds(
-        c.open, c.high, c.low, c.close, probs, thresholds, args.size, config, periods_per_year=ppy
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        probs,
+        thresholds,
+        sizes,
+        config,
+        funding=funding,
+        periods_per_year=ppy,
     )
     print(f"{'threshold':>9} {'return':>9} {'sharpe':>7} {'max_dd':>8} {'trades':>7}")
     for k, tau in enumerate(sweep["threshold"]):
@@ -198,8 +213,13 @@ def run(args: argparse.Namespace) -> int:
     candles, signal = candles[first:], signal[first:]
     probs = None if probs is None else probs[first:]
     c = candles
-    result = run_backtest(c.open, c.high, c.low, c.close, signal, args.size, config, timestamps_ms=c.start_ms)
     ppy = periods_per_year_from(c.start_ms)
+    sizing = sizing_from_args(args, config, ppy)
+    sizes = sizing.sizes(signal, probs, c.close)
+    funding = funding_for_bars(args, c.start_ms, symbol=args.symbol)
+    result = run_backtest(
+        c.open, c.high, c.low, c.close, signal, sizes, config, funding=funding, timestamps_ms=c.start_ms
+    )
     path = write_report(result, c.start_ms, c.close, args.out, periods_per_year=ppy)
     trades_csv = Path(args.out) / "trades.csv"
     lines = [",".join(result.trades.dtype.names)] + [
@@ -209,8 +229,9 @@ def run(args: argparse.Namespace) -> int:
     m = result.metrics(ppy)
     print(
         f"{len(c)} bars, {m.total_trades} trades, total return {m.total_return:.2%}, Sharpe {m.sharpe:.2f}, "
-        f"max drawdown {m.max_drawdown:.2%}, fees {m.fees_paid:.2f} → {path}"
+        f"max drawdown {m.max_drawdown:.2%}, fees {m.fees_paid:.2f}, funding {m.funding_paid:.2f} "
+        f"(sizing {args.sizing}) → {path}"
     )
     if thresholds:
-        _print_sweep(args, thresholds, candles, probs, config, ppy)
+        _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding)
     return 0

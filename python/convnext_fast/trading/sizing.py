@@ -8,6 +8,8 @@ They take scalars or arrays (broadcast) and return the same shape; the result fe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ._checks import TradingInputError, check_positive, check_threshold
@@ -93,3 +95,137 @@ def realized_volatility(close, window: int, periods_per_year: float) -> np.ndarr
         windows = np.lib.stride_tricks.sliding_window_view(log_returns, window)
         vol[window:] = windows.std(axis=1, ddof=1) * np.sqrt(ppy)
     return vol
+
+
+SIZINGS = ("fixed", "kelly", "vol-target")
+
+
+@dataclass(frozen=True)
+class SizingRule:
+    """How ``backtest``, ``live`` and ``demo`` size an entry (``--sizing``); one rule, two entry points:
+    :meth:`sizes` for a whole series, :class:`StreamingSizer` one closed bar at a time, same numbers.
+
+    - ``fixed``: ``size`` for every entry.
+    - ``kelly``: :func:`half_kelly_size` of the model's probability of the chosen side, at reward/risk
+      ``take_profit / stop_loss`` and stop distance ``stop_loss`` (both required), capped by ``size`` and
+      ``max_risk``.
+    - ``vol-target``: :func:`volatility_target_size` of the :func:`realized_volatility` over ``vol_window``
+      bars, capped by ``size``.
+    """
+
+    method: str = "fixed"
+    size: float = 1.0
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    max_risk: float | None = 0.02
+    kelly_scale: float = 0.5
+    target_vol: float = 0.5
+    vol_window: int = 168
+    periods_per_year: float = 24 * 365
+
+    def __post_init__(self):
+        if self.method not in SIZINGS:
+            raise TradingInputError(f"--sizing must be one of {', '.join(SIZINGS)}, got {self.method!r}")
+        check_positive("size", self.size)
+        if self.method == "kelly" and not (self.stop_loss and self.take_profit):
+            raise TradingInputError(
+                "--sizing kelly needs --stop-loss and --take-profit (the payoff is their ratio)"
+            )
+        if self.method == "vol-target":
+            check_positive("target_vol", self.target_vol)
+            if not isinstance(self.vol_window, int | np.integer) or self.vol_window < 2:
+                raise TradingInputError(f"--vol-window must be an integer >= 2, got {self.vol_window!r}")
+
+    def _kelly(self, signal, probs):
+        """Half-Kelly of the chosen side's probability (0 on Hold)."""
+        p = np.asarray(probs, dtype=np.float64)
+        s = np.asarray(signal)
+        confidence = np.where(s > 0, p[..., 0], np.where(s < 0, p[..., 1], 0.0))
+        confidence = np.where(np.isfinite(confidence), confidence, 0.0)
+        sizes = half_kelly_size(
+            confidence,
+            self.take_profit / self.stop_loss,
+            self.stop_loss,
+            max_fraction=self.size,
+            max_risk=self.max_risk,
+            kelly_scale=self.kelly_scale,
+        )
+        return np.where(s != 0, sizes, 0.0)
+
+    def sizes(self, signal, probs=None, close=None) -> np.ndarray:
+        """Per-bar sizes for a series: ``signal`` [N], ``probs`` [N, 3] (kelly), ``close`` [N] (vol-target)."""
+        sig = np.asarray(signal, dtype=np.float64)
+        if self.method == "fixed":
+            return np.where(sig != 0, self.size, 0.0)
+        if self.method == "kelly":
+            if probs is None:
+                raise TradingInputError(
+                    "--sizing kelly needs class probabilities (not saved signals or regression)"
+                )
+            return self._kelly(sig, probs)
+        if close is None:
+            raise TradingInputError("--sizing vol-target needs the close prices")
+        vol = realized_volatility(close, int(self.vol_window), self.periods_per_year)
+        return np.where(sig != 0, volatility_target_size(vol, self.target_vol, max_fraction=self.size), 0.0)
+
+
+class StreamingSizer:
+    """:class:`SizingRule` one bar at a time: ``observe(close)`` for every closed bar (history included),
+    then ``size(signal, probs)`` equals :meth:`SizingRule.sizes` at that bar."""
+
+    def __init__(self, rule: SizingRule):
+        self.rule = rule
+        self._closes: list[float] = []
+
+    def observe(self, close: float) -> None:
+        if self.rule.method == "vol-target":
+            self._closes.append(float(close))
+            del self._closes[: -(self.rule.vol_window + 1)]  # only the last window of returns is needed
+
+    def size(self, signal: int, probs) -> float:
+        if signal == 0:
+            return 0.0
+        if self.rule.method == "fixed":
+            return self.rule.size
+        if self.rule.method == "kelly":
+            return float(self.rule._kelly(np.asarray(signal), np.asarray(probs)))
+        closes = np.asarray(self._closes)
+        if len(closes) < self.rule.vol_window + 1:
+            return 0.0  # volatility still unknown (warm-up), as in the batch rule
+        vol = realized_volatility(closes, int(self.rule.vol_window), self.rule.periods_per_year)[-1]
+        return float(volatility_target_size(vol, self.rule.target_vol, max_fraction=self.rule.size))
+
+
+def add_sizing_arguments(parser) -> None:
+    """``--sizing`` and its parameters, shared by ``backtest``, ``live`` and ``demo`` (``--size`` is the
+    fixed size, and the cap of the other methods)."""
+    defaults = SizingRule()
+    group = parser.add_argument_group("sizing (see docs/sizing.md)")
+    group.add_argument(
+        "--sizing", choices=SIZINGS, default="fixed", help="position sizing (default fixed --size)"
+    )
+    group.add_argument("--max-risk", type=float, default=defaults.max_risk,
+                       help="kelly: lose at most this fraction of equity at the stop (default 0.02)")  # fmt: skip
+    group.add_argument(
+        "--kelly-scale", type=float, default=defaults.kelly_scale, help="kelly multiplier (default ½)"
+    )
+    group.add_argument("--target-vol", type=float, default=defaults.target_vol,
+                       help="vol-target: annualised volatility to aim for (default 0.5)")  # fmt: skip
+    group.add_argument("--vol-window", type=int, default=defaults.vol_window,
+                       help="vol-target: bars of returns in the realized volatility (default 168)")  # fmt: skip
+
+
+def sizing_from_args(args, config, periods_per_year: float) -> SizingRule:
+    """The :class:`SizingRule` of the options :func:`add_sizing_arguments` added (``config``: the
+    :class:`~convnext_fast.trading.backtest.BacktestConfig` whose stop/take-profit Kelly reads)."""
+    return SizingRule(
+        method=args.sizing,
+        size=args.size,
+        stop_loss=config.stop_loss,
+        take_profit=config.take_profit,
+        max_risk=args.max_risk,
+        kelly_scale=args.kelly_scale,
+        target_vol=args.target_vol,
+        vol_window=args.vol_window,
+        periods_per_year=periods_per_year,
+    )

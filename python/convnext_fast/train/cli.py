@@ -92,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     wf.add_argument(
         "--test-start", default=None, help="one fold tested on every bar from this date, e.g. 2024-01-01"
     )
+    wf.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="train only fold K (0-based) into --out, to farm folds out; the last one pools results.json",
+    )
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, results.json)")
@@ -149,6 +155,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         val_bars=args.val_bars,
         train_bars=args.train_bars,
         test_start=args.test_start,
+        fold=args.fold,
         augment=args.augment,
         seed=args.seed,
         device=args.device,
@@ -169,9 +176,15 @@ def run(args: argparse.Namespace) -> int:
     result = train(config)
     if result is not None:  # None on the non-main processes of a torchrun job
         print(results_table(config.task, result.folds, result.pooled))
+        pooled = result.run_dir / "results.json"
+        where = (
+            f"results in {pooled}"
+            if pooled.is_file()
+            else f"fold {config.fold} in {result.run_dir / f'fold_{config.fold}'} (results.json comes "
+            "once every fold is done)"
+        )
         print(
-            f"\nwall {result.wall_s:.1f} s, training {result.train_samples_per_s:.1f} samples/s; "
-            f"results in {result.run_dir / 'results.json'}",
+            f"\nwall {result.wall_s:.1f} s, training {result.train_samples_per_s:.1f} samples/s; {where}",
             file=sys.stdout,
         )
     return 0

@@ -10,6 +10,10 @@ Run directory layout (``config.out``)::
     fold_K/last.safetensors   latest epoch with optimiser/EMA state (what --resume continues from)
     fold_K/predictions.npz    test outputs, targets, bar indices (pooled metrics are rebuilt from these)
     fold_K/result.json        the fold's scores (a finished fold is skipped on resume)
+
+``fold=K`` (``train --fold K``) trains only fold K, so folds can be farmed out to processes or machines
+that share ``out``: it writes the same ``fold_K/`` files as a full run (its epoch log goes to
+``fold_K/metrics.jsonl``), and whichever fold finishes last also writes the pooled ``results.json``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from .records import write_json
 from .schedule import warmup_cosine_lr, warmup_steps_for
 
 # Fields that may differ between a run and its resumption without changing what is being trained.
-_RESUME_FREE = ("resume", "progress", "tensorboard", "device", "num_threads")
+# ``fold`` too: the processes that farm out one run's folds each train a different one.
+_RESUME_FREE = ("resume", "progress", "tensorboard", "device", "num_threads", "fold")
 
 
 @dataclass
@@ -78,6 +83,7 @@ class TrainConfig:
     val_bars: int | None = None  # default: test_bars
     train_bars: int | None = None  # None: expanding train segment; a number: rolling
     test_start: str | None = None  # e.g. "2024-01-01": one fold, tested on everything from then on
+    fold: int | None = None  # train only this fold (0-based); None: every fold
     augment: bool = False
     seed: int = 0
     device: str = "auto"
@@ -117,6 +123,9 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 1 (or unset), got {getattr(self, name)}")
         if self.test_start is not None:
             self.test_start_ms()
+        n_folds = 1 if self.test_start is not None else self.folds
+        if self.fold is not None and not 0 <= self.fold < n_folds:
+            raise UserError(f"fold must be in [0, {n_folds}) (folds are numbered from 0), got {self.fold}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if (self.dims is None) != (self.depths is None):
@@ -274,9 +283,17 @@ def _check_resume(run_dir: Path, config: TrainConfig) -> None:
         return
     saved, now = json.loads(saved_path.read_text()), config.to_dict()
     differ = sorted(k for k in now if k not in _RESUME_FREE and saved.get(k) != now[k])
-    if differ and config.resume:
-        raise UserError(f"--resume: {run_dir} was trained with different settings for {differ}")
-    if not config.resume and (run_dir / "results.json").exists():
+    # One fold joins the folds others trained in the same folder, so it must match them even when fresh.
+    if differ and (config.resume or config.fold is not None):
+        flag = "--resume" if config.resume else f"--fold {config.fold}"
+        raise UserError(f"{flag}: {run_dir} was trained with different settings for {differ}")
+    if config.resume:
+        return
+    if config.fold is not None and (run_dir / f"fold_{config.fold}" / "result.json").exists():
+        raise UserError(
+            f"--out {run_dir} already holds a finished fold {config.fold}; pass --resume or pick another folder"
+        )
+    if config.fold is None and (run_dir / "results.json").exists():
         raise UserError(f"--out {run_dir} already holds a finished run; pass --resume or pick another folder")
 
 
@@ -433,11 +450,19 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
     return result
 
 
-def pooled_scores(task: str, run_dir: Path, n_folds: int, close: np.ndarray) -> dict:
-    """Metrics over every fold's test bars together (rebuilt from the saved predictions)."""
-    parts = [np.load(Path(run_dir) / f"fold_{k}" / "predictions.npz") for k in range(n_folds)]
+def pooled_scores(task: str, run_dir: Path, folds, close: np.ndarray) -> dict:
+    """Metrics over the test bars of ``folds`` (a count: folds 0..n-1; or fold numbers) together, rebuilt
+    from the saved predictions."""
+    ks = range(folds) if isinstance(folds, int) else folds
+    parts = [np.load(Path(run_dir) / f"fold_{k}" / "predictions.npz") for k in ks]
     cat = {key: np.concatenate([p[key] for p in parts]) for key in ("outputs", "targets", "end_idx", "naive")}
     return evaluate.score(task, cat["outputs"], cat["targets"], close, cat["end_idx"], cat["naive"])
+
+
+def _samples_per_s(results: list[dict]) -> float:
+    samples = sum(r["train_samples_per_s"] * r["train_s"] for r in results if r["train_samples_per_s"])
+    seconds = sum(r["train_s"] for r in results)
+    return samples / seconds if seconds > 0 else float("nan")
 
 
 def train(config: TrainConfig, *, candles=None) -> TrainResult | None:
@@ -462,12 +487,16 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             raise UserError("no data: pass --data <csv file or candle-store folder>")
         candles = inputs.load_candles(config.data, config.symbol, config.interval, config.category)
     run_dir = Path(config.out)
+    one_fold = config.fold is not None
     if ctx.is_main:
         _check_resume(run_dir, config)
         run_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = run_dir / f"fold_{config.fold}" if one_fold else run_dir
+        log_dir.mkdir(exist_ok=True)
         if not config.resume:  # a fresh run must not append to an earlier run's log
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        write_json(run_dir / "config.json", config.to_dict())
+            (log_dir / "metrics.jsonl").unlink(missing_ok=True)
+        # Without the fold number, so every process farming out this run's folds writes the same file.
+        write_json(run_dir / "config.json", {**config.to_dict(), "fold": None})
     distributed.barrier(ctx)
     feature_spec, label_spec = config.feature_spec(), config.label_spec()
     data = prepare.prepare_data(
@@ -489,11 +518,16 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         train_bars=config.train_bars,
         test_start_ms=config.test_start_ms(),
     )
+    if one_fold and config.fold >= len(splits):  # --test-start makes a single fold
+        raise UserError(f"fold must be in [0, {len(splits)}), got {config.fold}")
     progress = progress_enabled(config.progress) and ctx.is_main
-    log = EpochLog(run_dir, tensorboard=config.tensorboard and ctx.is_main, echo=not progress)
+    log_dir = run_dir / f"fold_{config.fold}" if one_fold else run_dir
+    log = EpochLog(log_dir, tensorboard=config.tensorboard and ctx.is_main, echo=not progress)
     results = []
     try:
         for k, split in enumerate(splits):
+            if one_fold and k != config.fold:
+                continue
             fold_dir = run_dir / f"fold_{k}"
             if config.resume and (fold_dir / "result.json").is_file():
                 results.append(json.loads((fold_dir / "result.json").read_text()))
@@ -508,15 +542,27 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         log.close()
     if not ctx.is_main:
         return None
-    pooled = pooled_scores(config.task, run_dir, len(splits), data.close)
-    samples = sum(r["train_samples_per_s"] * r["train_s"] for r in results if r["train_samples_per_s"])
-    seconds = sum(r["train_s"] for r in results)
+    if one_fold:
+        # Report every fold finished so far in this folder (by any process); pool the run once all are.
+        done = [k for k in range(len(splits)) if (run_dir / f"fold_{k}" / "result.json").is_file()]
+        results = [json.loads((run_dir / f"fold_{k}" / "result.json").read_text()) for k in done]
+        pooled = pooled_scores(config.task, run_dir, done, data.close)
+        if len(done) < len(splits):
+            return TrainResult(
+                run_dir=run_dir,
+                folds=results,
+                pooled=pooled,
+                wall_s=time.perf_counter() - start,
+                train_samples_per_s=_samples_per_s(results),
+            )
+    else:
+        pooled = pooled_scores(config.task, run_dir, len(splits), data.close)
     result = TrainResult(
         run_dir=run_dir,
         folds=results,
         pooled=pooled,
         wall_s=time.perf_counter() - start,
-        train_samples_per_s=samples / seconds if seconds > 0 else float("nan"),
+        train_samples_per_s=_samples_per_s(results),
     )
     write_json(
         run_dir / "results.json",

@@ -1,0 +1,218 @@
+"""The ``live`` command's real-order options and the per-candle hook that drives :class:`OrderMirror`.
+
+Kept apart from ``live/cli.py`` so the loop can be rewritten without touching the order path: the loop
+only calls ``hook(engine)`` after each closed candle and ``hook.attach(write)`` once its JSON-lines output
+exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from ..errors import UserError
+
+log = logging.getLogger("convnext_fast.live.orders")
+LIVE_SOURCES = ("ws", "rest")
+
+
+def add_order_arguments(parser: argparse.ArgumentParser) -> None:
+    orders = parser.add_argument_group("real orders (opt-in; keys from BYBIT_API_KEY / BYBIT_API_SECRET)")
+    orders.add_argument("--orders", action="store_true", help="send real orders mirroring the paper position")
+    orders.add_argument(
+        "--dry-run-orders",
+        action="store_true",
+        help="with --orders: print the exact signed requests (key masked) instead of sending them",
+    )
+    orders.add_argument("--mainnet", action="store_true", help="orders on mainnet (default: testnet)")
+    orders.add_argument(
+        "--order-qty", type=float, help="contracts per position at size 1 (required with --orders)"
+    )
+    orders.add_argument(
+        "--max-position", type=float, help="position guard in contracts (required with --orders)"
+    )
+    orders.add_argument(
+        "--orders-url",
+        help="private REST base URL, https only (default: Bybit testnet; mainnet with --mainnet)",
+    )
+    orders.add_argument(
+        "--post-only", action="store_true", help="limit orders rest on the book as maker (PostOnly)"
+    )
+    orders.add_argument(
+        "--recv-window", type=int, default=5000, help="X-BAPI-RECV-WINDOW in ms (default 5000)"
+    )
+    orders.add_argument(
+        "--max-daily-loss", type=float, help="kill switch: flatten and stop at this loss fraction of the day"
+    )
+    orders.add_argument(
+        "--max-orders-per-hour", type=int, help="kill switch: flatten and stop past this many orders an hour"
+    )
+    orders.add_argument(
+        "--run-id", help="orderLinkId prefix, 8 letters/digits (default: derived from symbol and --state)"
+    )
+
+
+class OrderHook:
+    """``LiveContext.after_candle``: after each closed candle, mirror the broker's pending intent."""
+
+    def __init__(self, mirror):
+        self.mirror = mirror
+        self._buffer: list[dict] = []
+        self._write = self._buffer.append
+        mirror.emit = lambda record: self._write(record)
+
+    def attach(self, write) -> None:
+        """Send order events to ``write(record)`` (the JSON-lines output), starting with those so far."""
+        for record in self._buffer:
+            write(record)
+        self._buffer.clear()
+        self._write = write
+
+    def __call__(self, engine) -> None:
+        import httpx
+
+        from .orders import KillSwitchTripped, OrderError
+
+        broker = engine.broker
+        try:
+            self.mirror.after_bar(
+                engine.last_start_ms,
+                broker.pending_signal,
+                pending_size=broker.pending_size,
+                reference_price=broker.last_close,
+                equity=broker.equity,
+            )
+        except KillSwitchTripped:
+            raise
+        except (OrderError, httpx.HTTPError) as exc:  # one failed order must not stop the paper loop
+            log.error("order not placed: %s", exc)
+
+
+def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
+    """The hook for ``--orders`` (None without it); refuses a setup that cannot be safe before any request."""
+    if not args.orders:
+        if args.dry_run_orders:
+            raise UserError("--dry-run-orders needs --orders")
+        return None
+    if args.source not in LIVE_SOURCES:
+        raise UserError(
+            f"--orders needs a live market (--source ws or rest), not --source {args.source}: "
+            "real orders must never follow a replay or the SYNTHETIC market"
+        )
+    if args.order_qty is None or args.max_position is None:
+        raise UserError("--orders needs --order-qty and --max-position")
+    if config.take_profit_order != "market":
+        raise UserError(
+            "--orders attaches market take-profits on the exchange; drop --take-profit-order limit"
+        )
+    from .orders import (
+        MAINNET_URL,
+        TESTNET_URL,
+        BybitExchange,
+        Credentials,
+        KillSwitch,
+        OrderMirror,
+        run_id_for,
+    )
+
+    url = args.orders_url or (MAINNET_URL if args.mainnet else TESTNET_URL)
+    kill = KillSwitch(args.max_daily_loss, args.max_orders_per_hour)
+    run_id = args.run_id or run_id_for(args.category, args.symbol, args.interval, os.path.abspath(args.state))
+    if not (run_id.isalnum() and len(run_id) <= 8):
+        raise UserError(f"--run-id must be at most 8 letters/digits, got {run_id!r}")
+    exchange = BybitExchange(
+        Credentials.from_env(),
+        base_url=url,
+        category=args.category,
+        recv_window_ms=args.recv_window,
+        dry_run=args.dry_run_orders,
+    )
+    exchange.sync_time()
+    mirror = OrderMirror(
+        exchange,
+        args.symbol,
+        args.order_qty,
+        max_position=args.max_position,
+        run_id=run_id,
+        close_on_hold=config.close_on_hold,
+        stop_loss=config.stop_loss,
+        take_profit=config.take_profit,
+        order_type=config.order_type,
+        post_only=args.post_only,
+        kill_switch=kill,
+    )
+    hook = OrderHook(mirror)
+    exchange.on_event = mirror.emit = lambda record: hook._write(record)
+    return hook
+
+
+def add_sizing_and_funding_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sizing ...`` and ``--funding/--no-funding``: the backtest's own options, so live sizes and pays
+    funding as the backtest does."""
+    from ..data.funding import add_funding_arguments
+    from ..trading.sizing import add_sizing_arguments
+
+    add_sizing_arguments(parser)
+    add_funding_arguments(parser)
+
+
+def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool) -> str:
+    """Make ``engine`` size with ``--sizing`` (the same :class:`SizingRule` as the backtest, fed every close
+    from ``history`` on) and charge perpetual funding on its paper broker (``--funding PATH``, the store's
+    funding beside a replayed ``--data``, or Bybit's funding history for a live market). Call it after the
+    warm-up. Returns a short description for the start line."""
+    import numpy as np
+
+    from ..data.candles import interval_to_ms
+    from ..data.funding import (
+        PERPETUAL_CATEGORIES,
+        FundingSchedule,
+        fetch_funding,
+        find_funding,
+        load_funding,
+    )
+    from ..trading.sizing import StreamingSizer, sizing_from_args
+
+    interval_ms = interval_to_ms(args.interval)
+    sizer = StreamingSizer(sizing_from_args(args, config, 365 * 86_400_000 / interval_ms))
+    for close in np.asarray(history.close):
+        sizer.observe(close)
+    update = engine.features.update
+
+    def observed_update(o, h, low, c, v):
+        sizer.observe(c)
+        return update(o, h, low, c, v)
+
+    engine.features.update = observed_update
+    engine.size_fn = sizer.size
+
+    schedule, where = None, "off"
+    if args.funding:
+        schedule, where = FundingSchedule(load_funding(args.funding), interval_ms), args.funding
+    elif not args.no_funding and args.category in PERPETUAL_CATEGORIES and not synthetic:
+        if args.data:
+            rates = find_funding(args.data, args.symbol, args.category)
+            if rates is not None:
+                schedule, where = FundingSchedule(rates, interval_ms), f"store beside {args.data}"
+            else:
+                log.warning("no funding history beside %s: the paper broker charges none", args.data)
+        else:
+            from ..data.bybit import BybitClient
+
+            client = BybitClient(args.base_url, category=args.category, progress=False)
+            schedule = FundingSchedule(
+                None,
+                interval_ms,
+                lambda start, end: fetch_funding(client, args.symbol, start, end),
+                known_until_ms=int(history.start_ms[-1]) + interval_ms if len(history) else 0,
+            )
+            where = "Bybit funding history"
+    if schedule is not None:
+        on_bar = engine.broker.on_bar
+
+        def on_bar_with_funding(o, h, low, c, signal, size, funding=0.0):
+            return on_bar(o, h, low, c, signal, size, funding + schedule.rate_for_bar(engine.last_start_ms))
+
+        engine.broker.on_bar = on_bar_with_funding
+    return f"sizing {args.sizing}, funding {where}"
