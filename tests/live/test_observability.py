@@ -99,3 +99,20 @@ def test_log_lines_carry_utc_timestamps(rng, tmp_path, capsys):
         line[:4].isdigit() and line[10] == "T" and line.split()[0].endswith("Z") for line in err
     )
     assert any("--max-jump" in line for line in err)
+
+
+def test_stream_counters_fold_into_the_metrics():
+    from convnext_fast.data.bybit_ws import StreamStats
+
+    metrics = LiveMetrics()
+    metrics.stream_stats = stats = StreamStats()
+    stats.rejected_frames, stats.reconnects = 3, 1
+    assert metrics.as_dict()["rejected"] == 3 and metrics.as_dict()["reconnects"] == 1
+    stats.rejected_frames = 5
+    metrics.reconnected()  # the watchdog's own reconnect
+    assert metrics.as_dict() | {"feed_lag_s": None} == {
+        "candles": 0,
+        "rejected": 5,
+        "reconnects": 2,
+        "feed_lag_s": None,
+    }

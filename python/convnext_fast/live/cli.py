@@ -278,6 +278,11 @@ def _online_feed(args, engine, resume_after: int | None, kind: str, probing: boo
         owed = resume_after + step
     client.retry = RetryPolicy()
     on_reconnect = metrics.reconnected if metrics is not None else None
+    from ..data.bybit_ws import StreamStats
+
+    stats = StreamStats()
+    if metrics is not None:
+        metrics.stream_stats = stats
     if kind == "rest":
         stream = rest_polling(
             client, args.symbol, args.interval, step, since_ms=owed, poll_s=args.poll_seconds
@@ -291,6 +296,7 @@ def _online_feed(args, engine, resume_after: int | None, kind: str, probing: boo
             since_ms=owed,
             poll_s=args.poll_seconds,
             on_reconnect=on_reconnect,
+            stats=stats,
         )
     label = f"Bybit {args.category} {args.symbol} {args.interval} ({'REST polling' if kind == 'rest' else 'WebSocket'})"
     return Feed(

@@ -22,6 +22,10 @@ class LiveMetrics:
         self.reconnects = 0
         self.last_lag_s: float | None = None
         self._prom = None
+        # The WebSocket client's own counters (data.bybit_ws.StreamStats: frames it dropped, reconnects),
+        # folded into ours as they grow.
+        self.stream_stats = None
+        self._seen = {"rejected_frames": 0, "reconnects": 0}
 
     def serve(self, port: int, labels: dict[str, str]) -> None:
         """Start the Prometheus endpoint on ``port`` (all interfaces); one-line error when the optional
@@ -58,7 +62,18 @@ class LiveMetrics:
         except OSError as exc:
             raise UserError(f"--metrics-port {port}: cannot listen ({exc})") from None
 
+    def _sync_stream(self) -> None:
+        stats = self.stream_stats
+        if stats is None:
+            return
+        for name, bump in (("rejected_frames", self.rejected), ("reconnects", self.reconnected)):
+            grown = int(getattr(stats, name, 0)) - self._seen[name]
+            if grown > 0:
+                self._seen[name] += grown
+                bump(grown)
+
     def candle(self, record: dict) -> None:
+        self._sync_stream()
         self.candles += 1
         if self._prom is not None:
             p = self._prom
@@ -73,10 +88,10 @@ class LiveMetrics:
         if self._prom is not None:
             self._prom["rejects"].inc(n)
 
-    def reconnected(self) -> None:
-        self.reconnects += 1
+    def reconnected(self, n: int = 1) -> None:
+        self.reconnects += n
         if self._prom is not None:
-            self._prom["reconnects"].inc()
+            self._prom["reconnects"].inc(n)
 
     def feed_lag(self, candle, interval_ms: int) -> None:
         """Seconds between the candle's close and its arrival here (a replay shows its age)."""
@@ -85,6 +100,7 @@ class LiveMetrics:
             self._prom["lag"].set(self.last_lag_s)
 
     def as_dict(self) -> dict:
+        self._sync_stream()
         return {
             "candles": self.candles,
             "rejected": self.rejects,

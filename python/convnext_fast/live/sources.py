@@ -93,6 +93,7 @@ async def websocket_with_fallback(
     retry_ws_s: float = 30.0,
     max_retry_ws_s: float = 600.0,
     on_reconnect: Callable[[], None] | None = None,
+    stats=None,
 ) -> AsyncIterator[Candle]:
     """The Bybit kline WebSocket (which reconnects with backoff and backfills its own gaps), watched:
 
@@ -100,7 +101,9 @@ async def websocket_with_fallback(
       open but says nothing — → the candles owed are fetched through REST and the socket is reopened;
     * after ``max_reconnects`` failures in a row, REST polling from the next candle owed, for
       ``retry_ws_s`` seconds, then the WebSocket again; the wait doubles up to ``max_retry_ws_s`` while
-      the WebSocket keeps failing, so a long outage polls REST without ever giving up on the socket."""
+      the WebSocket keeps failing, so a long outage polls REST without ever giving up on the socket.
+
+    ``stats`` (a ``data.bybit_ws.StreamStats``) collects the stream's counters across reconnects."""
     from ..data.bybit_ws import stream_klines
 
     owed = int(since_ms)
@@ -109,7 +112,9 @@ async def websocket_with_fallback(
     while True:
         try:
             async with contextlib.aclosing(
-                stream_klines(client, symbol, interval, since_ms=owed, max_reconnects=max_reconnects)
+                stream_klines(
+                    client, symbol, interval, since_ms=owed, max_reconnects=max_reconnects, stats=stats
+                )
             ) as stream:
                 while True:
                     try:
