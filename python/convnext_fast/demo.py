@@ -144,15 +144,13 @@ def _backtest(
     """Backtest the held-out bars with the trading engineer's batch path; returns (result, metrics, signals)."""
     from .data.funding import funding_for_bars
     from .trading.backtest import BacktestConfig, run_backtest
-    from .trading.cli import model_outputs  # the backtest command's batch inference, reused as is
+    from .trading.cli import checkpoint_decisions  # the backtest command's decision path, reused as is
     from .trading.report import periods_per_year_from, write_report
-    from .trading.signals import signals_from_probs
     from .trading.sizing import SizingRule, sizing_from_args
 
-    probs, _ = model_outputs(checkpoint, context)
-    probs = probs[holdout_from:]
-    known = np.isfinite(probs).all(axis=1)
-    signals = signals_from_probs(np.where(known[:, None], probs, [0.0, 0.0, 1.0]), threshold)
+    signals, probs, _, _ = checkpoint_decisions(checkpoint, context, threshold)
+    signals = signals[holdout_from:]
+    probs = np.full((len(signals), 3), np.nan) if probs is None else probs[holdout_from:]
     c = context[holdout_from:]
     ppy = periods_per_year_from(c.start_ms)
     config = BacktestConfig(
@@ -184,14 +182,24 @@ def _backtest(
 
 
 def _live_replay(
-    checkpoint: str, store: Path, symbol: str, interval: str, threshold: float, out: Path, flags=()
+    checkpoint: str,
+    store: Path,
+    symbol: str,
+    interval: str,
+    threshold: float,
+    out: Path,
+    start_ms: int,
+    flags=(),
 ) -> list[dict]:
-    """The held-out part through ``python -m convnext_fast.live`` (a real subprocess, as a user runs it)."""
+    """The held-out part through ``python -m convnext_fast.live`` (a real subprocess, as a user runs it),
+    trading from ``start_ms`` as the backtest does."""
     jsonl = out / "live.jsonl"
+    state = out / "live_state.db"
+    state.unlink(missing_ok=True)  # a demo run always starts fresh
     cmd = [
         sys.executable, "-m", "convnext_fast.live", "--source", "replay", "--data", str(store), "--symbol", symbol, "--interval", interval,
         "--checkpoint", checkpoint, "--threshold", str(threshold), "--size", "1", "--out", str(jsonl),
-        "--state", str(out / "live_state.json"), *flags,
+        "--state", str(state), "--start", str(start_ms), *flags,
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -230,7 +238,16 @@ def run(args: argparse.Namespace) -> int:
     store = out / "replay_store"
     CandleStore(store).write(context, symbol, args.interval)
     _copy_funding(args, store, symbol)
-    live = _live_replay(checkpoint, store, symbol, args.interval, args.threshold, out, _rule_flags(args))
+    live = _live_replay(
+        checkpoint,
+        store,
+        symbol,
+        args.interval,
+        args.threshold,
+        out,
+        int(context.start_ms[need]),
+        _rule_flags(args),
+    )
     phase_s["live replay"] = time.perf_counter() - started - sum(phase_s.values())
     bars = [r for r in live if r.get("event") == "candle"]
     summary = next(r for r in live if r.get("event") == "summary")

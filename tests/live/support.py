@@ -14,7 +14,7 @@ from convnext_fast.live.predictor import make_predictor, set_threads
 from convnext_fast.live.session import DecisionRule, normaliser
 from convnext_fast.trading.backtest import BacktestConfig
 from convnext_fast.trading.broker import PaperBroker
-from convnext_fast.trading.signals import signal_from_probs
+from convnext_fast.trading.decision import DecisionPolicy
 
 WINDOW = 64
 HOUR_MS = 3_600_000
@@ -59,8 +59,7 @@ def make_engine(model, norm, *, features=None, threshold=0.4, broker=None, backe
         broker=broker or PaperBroker(BacktestConfig(taker_fee_bps=5.5, slippage_bps=1.0)),
         window=WINDOW,
         n_channels=N_CHANNELS,
-        signal_fn=signal_from_probs,
-        threshold=rule.threshold,
+        policy=DecisionPolicy("classification", 3, rule.threshold),
         size_fn=rule.size_for,
         normalize=normaliser(norm),
         warmup_bars=SPEC.warmup,
@@ -91,3 +90,41 @@ def write_checkpoint(path, rng: np.random.Generator, fit_on: Candles):
     return save_checkpoint(
         path, model, {"feature_spec": SPEC.to_dict(), "normalisation": norm, "window": WINDOW}
     )
+
+
+def write_csv(path, candles: Candles):
+    """``candles`` as a CSV file the CLI reads (epoch-ms timestamps, full float precision)."""
+    rows = ["timestamp,Open,High,Low,Close,Volume"] + [
+        f"{t},{o!r},{h!r},{lo!r},{c!r},{v!r}"
+        for t, o, h, lo, c, v in zip(
+            candles.start_ms.tolist(),
+            candles.open.tolist(),
+            candles.high.tolist(),
+            candles.low.tolist(),
+            candles.close.tolist(),
+            candles.volume.tolist(),
+            strict=True,
+        )
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def tiny_checkpoint(path, rng: np.random.Generator, fit_on: Candles, *, task="classification", horizons=1):
+    """A deployable checkpoint of a tiny random model for ``task`` (regression: one output per horizon,
+    with the trainer's ``target_scale``), normalisation fitted on ``fit_on`` as the trainer does."""
+    from convnext_fast.train import save_checkpoint
+    from convnext_fast.train.prepare import normalisation
+
+    kwargs = {"task": task, "num_outputs": horizons} if task == "regression" else {}
+    model = reference.ConvNeXt1d(
+        in_chans=N_CHANNELS, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), layer_scale_init=0.5, **kwargs
+    ).eval()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.mul_(4.0)
+    norm = normalisation(batch_features(fit_on), np.arange(HISTORY, len(fit_on)), WINDOW)
+    meta = {"feature_spec": SPEC.to_dict(), "normalisation": norm, "window": WINDOW, "task": task}
+    if task == "regression":
+        meta["target_scale"] = rng.uniform(0.002, 0.02, horizons).tolist()
+    return save_checkpoint(path, model, meta)

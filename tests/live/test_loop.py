@@ -17,7 +17,7 @@ from convnext_fast.data.candles import Candle, Candles
 from convnext_fast.features.pipeline import StreamingFeatures
 from convnext_fast.live.loop import LiveContext, OutputSink, run_live
 from convnext_fast.live.sources import replay
-from convnext_fast.live.state import load_state
+from convnext_fast.live.state import LiveStore, load_state
 from convnext_fast.trading.backtest import BacktestConfig, run_backtest
 from convnext_fast.trading.broker import PaperBroker
 from convnext_fast.trading.signals import signals_from_probs
@@ -191,7 +191,7 @@ def test_failed_backfill_is_logged_and_the_loop_goes_on(rng, caplog):
     assert "REST backfill failed" in caplog.text and "REST is down" in caplog.text
 
 
-def test_sigterm_writes_state_and_resume_continues_identically(rng, tmp_path):
+def test_sigterm_then_resume_from_the_committed_state_continues_identically(rng, tmp_path):
     candles = market(HISTORY + 80, rng)
     model, norm = model_and_norm(rng)
     n_hist = HISTORY
@@ -199,7 +199,9 @@ def test_sigterm_writes_state_and_resume_continues_identically(rng, tmp_path):
     full.warm_up(candles[:n_hist])
     reference_records = _run(full, candles[n_hist:])
 
-    state_path = tmp_path / "live_state.json"
+    state_path = tmp_path / "live_state.db"
+    store = LiveStore(state_path)
+    store.start_new({"source": "replay"})
     first = make_engine(model, norm, threshold=0.35)
     first.warm_up(candles[:n_hist])
     out = io.StringIO()
@@ -207,25 +209,26 @@ def test_sigterm_writes_state_and_resume_continues_identically(rng, tmp_path):
     async def interrupted():
         loop = asyncio.get_running_loop()
         loop.call_later(0.25, os.kill, os.getpid(), signal.SIGTERM)
-        ctx = LiveContext("BTCUSDT", "60", HOUR_MS, state_path=str(state_path))
+        ctx = LiveContext("BTCUSDT", "60", HOUR_MS, store=store)
         return await run_live(
             first, replay(candles[n_hist:], interval_ms=HOUR_MS, speed=HOUR_MS / 10), ctx, OutputSink(out)
         )
 
     done = asyncio.run(interrupted())
+    store.close()
     assert 0 < done < len(candles) - n_hist, "SIGTERM should stop the paced replay part-way"
     lines = out.getvalue().splitlines()
     assert len(lines) == done and json.loads(lines[-1])  # flushed, and the last line is whole
     state = load_state(state_path)
     assert state.last_start_ms == json.loads(lines[-1])["start_ms"] and state.bars_processed == done
 
-    # Resume: the broker from the state file, features re-seeded from history up to the last candle.
+    # Resume: broker, streaming features and window from the store; no history is replayed.
     resumed = make_engine(model, norm, threshold=0.35, broker=PaperBroker.from_state(state.broker))
+    resumed.restore(state.engine, state.last_start_ms, state.bars_processed)
     upto = int(np.searchsorted(candles.start_ms, state.last_start_ms)) + 1
-    resumed.warm_up(candles[:upto])
     rest = _run(resumed, candles[upto:])
     combined = [json.loads(line) for line in lines] + rest
-    for key in ("start_ms", "signal", "position", "equity"):
+    for key in ("start_ms", "signal", "position", "equity", "probs"):
         assert [r[key] for r in combined] == [r[key] for r in reference_records], key
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from convnext_fast.errors import UserError
 from convnext_fast.live.latency import LatencyStats
 from convnext_fast.live.ring import WindowRing
-from convnext_fast.live.state import LiveState, load_state, save_state
+from convnext_fast.live.state import LiveStore, load_state
 
 
 @pytest.mark.parametrize(("channels", "window"), [(1, 1), (3, 7), (20, 64)])
@@ -51,16 +49,56 @@ def test_latency_percentiles(rng):
     assert "p99 µs" in stats.table() and "model" in stats.table()
 
 
+def test_latency_memory_is_bounded(rng):
+    stats = LatencyStats(keep=100)
+    samples = rng.exponential(100.0, size=1000)
+    for s in samples:
+        stats.add("model", s)
+    row = stats.summary()["model"]
+    assert row["n"] == 1000 and row["max"] == pytest.approx(samples.max())
+    assert row["p50"] == pytest.approx(np.percentile(samples[-100:], 50))  # the newest 100 only
+    assert stats._ring["model"].size == 100
+
+
+def test_ring_state_round_trip(rng):
+    for pushes in (0, 3, 7, 19):
+        ring = WindowRing(3, 7)
+        for _ in range(pushes):
+            ring.push(rng.standard_normal(3).astype(np.float32))
+        copy = WindowRing(3, 7)
+        copy.set_state(ring.get_state())
+        assert copy.count == ring.count
+        if ring.full:
+            np.testing.assert_array_equal(copy.view(), ring.view())
+
+
 def test_state_round_trip_and_bad_files(tmp_path, rng):
-    state = LiveState("BTCUSDT", "60", int(rng.integers(1e12)), {"engine_state": rng.random(3).tolist()}, 17)
-    path = save_state(tmp_path / "s" / "state.json", state)
-    assert load_state(path) == state
-    assert not list(path.parent.glob("*.tmp")), "atomic write leaves no temp file"
+    identity = {"source": "replay", "symbol": "BTCUSDT", "interval": "60", "model": "m", "dataset": "d"}
+    store = LiveStore(tmp_path / "s" / "state.db")
+    store.start_new(identity)
+    t = int(rng.integers(1e12))
+    snapshot = {
+        "last_start_ms": t,
+        "bars_processed": 17,
+        "broker": {"equity": float(rng.random())},
+        "scalars": {"finite_run": 3},
+        "features": rng.random(5).tobytes(),
+        "ring": rng.random(4).astype(np.float32).tobytes(),
+    }
+    store.commit({"start_ms": t, "signal": 1}, snapshot)
+    store.close()
+    state = load_state(tmp_path / "s" / "state.db")
+    assert (state.last_start_ms, state.bars_processed, state.broker) == (t, 17, snapshot["broker"])
+    assert state.engine["features"] == snapshot["features"] and state.engine["ring"] == snapshot["ring"]
+    store = LiveStore(tmp_path / "s" / "state.db")
+    assert store.records_after(None) == [{"start_ms": t, "signal": 1}]
+    with pytest.raises(UserError, match="already holds a run"):
+        store.start_new(identity)
+    with pytest.raises(UserError, match=r"another run \(dataset 'd' ≠ 'e'\); --force overrides"):
+        store.check_resume({**identity, "dataset": "e"})
+    assert store.check_resume({**identity, "dataset": "e"}, force=True).last_start_ms == t
     with pytest.raises(UserError, match="does not exist"):
-        load_state(tmp_path / "missing.json")
-    (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(UserError, match="not valid JSON"):
-        load_state(tmp_path / "bad.json")
-    (tmp_path / "old.json").write_text(json.dumps({"version": 99}))
-    with pytest.raises(UserError, match="unknown format"):
-        load_state(tmp_path / "old.json")
+        load_state(tmp_path / "missing.db")
+    (tmp_path / "bad.db").write_text("{not a database" * 100)
+    with pytest.raises(UserError, match="not a live state database"):
+        load_state(tmp_path / "bad.db")

@@ -122,7 +122,7 @@ def test_backtest_from_checkpoint_aligns_predictions_with_bars(rng, tmp_path, ca
     feats = pipeline.compute_features(candles.open, candles.high, candles.low, candles.close, candles.volume)
     x = torch.from_numpy(np.ascontiguousarray(apply_normalisation(feats, norm)[None, :, t - 63 : t + 1]))
     with torch.inference_mode():
-        expected = torch.softmax(model(x), dim=1).double().numpy()[0]
+        expected = model(x).double().numpy()[0]  # raw logits: the decision policy applies softmax
     np.testing.assert_allclose(outputs[t], expected, rtol=1e-4, atol=1e-6)  # fused vs reference model
 
     assert (

@@ -31,7 +31,9 @@ The session-reset VWAP needs timestamps, which the pipeline does not take, so it
 indicator (:func:`~convnext_fast.features.indicators.vwap_session`).
 :attr:`FeatureSpec.warmup` is the number of leading bars with a NaN channel (199 by default, for EMA 200);
 after it every channel is finite for valid candles. Values depend on where the series starts only through
-the indicators' seeding (EMA/Wilder recursions forget it geometrically), exactly as in TA-Lib.
+the indicators' seeding (EMA/Wilder recursions forget it geometrically), exactly as in TA-Lib;
+:meth:`FeatureSpec.history_bars` is how many bars that takes for a given tolerance (1,581 by default for
+1e-6), the history a live process must see before its first decision to match a backtest over all data.
 
 :class:`StreamingFeatures` produces the same vectors bar by bar in one compiled call per bar.
 """
@@ -226,6 +228,39 @@ class FeatureSpec:
     def warmup(self) -> int:
         """Bars until every selected channel is finite: ``features[:, warmup:]`` has no NaN."""
         return max(self.lookback(c) for c in self.names)
+
+    def history_bars(self, tol: float = 1e-6) -> int:
+        """Bars of history after which every channel is within ``tol`` (relative to the error its
+        recursion started with) of its value over a series starting arbitrarily earlier.
+
+        Windowed channels (SMA, Bollinger, rolling VWAP, stochastics) are exact once their window is
+        full; the recursive ones (EMA, MACD's EMAs, Wilder's RSI/ATR/ADX smoothing) forget their seed
+        geometrically, by a factor (1 − α) per bar, so they need ln(tol) / ln(1 − α) bars after their
+        own warm-up. EMA-200 (α = 2/201) at 1e-6: 199 + 1,382 = 1,581 bars."""
+        if not 0 < tol < 1:
+            raise ValueError(f"tol must be in (0, 1), got {tol}")
+
+        def forget(alpha: float) -> int:
+            return math.ceil(math.log(tol) / math.log1p(-alpha))
+
+        ema = lambda n: 2.0 / (n + 1)  # noqa: E731
+        wilder = lambda n: 1.0 / n  # noqa: E731
+        need = {c: self.lookback(c) for c in self.names}
+        macd = max(forget(ema(self.macd_fast)), forget(ema(self.macd_slow))) + forget(ema(self.macd_signal))
+        recursive = {
+            "rsi": forget(wilder(self.rsi_period)),
+            "macd": macd,
+            "macd_signal": macd,
+            "macd_hist": macd,
+            "natr": forget(wilder(self.atr_period)),
+            "keltner_pos": max(forget(ema(self.keltner_period)), forget(wilder(self.keltner_atr))),
+            "adx": 2 * forget(wilder(self.adx_period)),
+            "di_diff": forget(wilder(self.adx_period)),
+            "plus_di": forget(wilder(self.adx_period)),
+            "minus_di": forget(wilder(self.adx_period)),
+            **{ema_channel(n): forget(ema(n)) for n in self.ema_periods},
+        }
+        return max(need[c] + recursive.get(c, 0) for c in self.names)
 
     def channel_ids(self) -> np.ndarray:
         """Index of each selected channel in the full channel vector (see ``available_channels``)."""
@@ -504,6 +539,21 @@ class StreamingFeatures:
 
     def revise(self, open: float, high: float, low: float, close: float, volume: float) -> np.ndarray:
         return self._step(False, (open, high, low, close, volume))
+
+    def get_state(self) -> dict:
+        """Everything :meth:`set_state` needs to continue bit for bit (e.g. after a process restart):
+        the spec, the bar count and the indicator state as raw float64 bytes."""
+        return {"spec": self.spec.to_dict(), "n_bars": self.n_bars, "state": self._state.tobytes()}
+
+    def set_state(self, saved: dict) -> None:
+        """Restore a :meth:`get_state` snapshot; refuses one made for another spec."""
+        if FeatureSpec.from_dict(saved["spec"]) != self.spec:
+            raise ValueError("streaming feature state was saved for another feature spec")
+        state = np.frombuffer(saved["state"], dtype=np.float64)
+        if state.shape != self._state.shape:
+            raise ValueError(f"streaming feature state has {state.size} values, expected {self._state.size}")
+        self._state[:] = state
+        self.n_bars = int(saved["n_bars"])
 
     def extend(self, open, high, low, close, volume) -> np.ndarray:
         arrays = as_series_set(open=open, high=high, low=low, close=close, volume=volume)

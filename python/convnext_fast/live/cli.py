@@ -3,12 +3,18 @@
 Source choice (``--source auto``): a replay of ``--data`` when given; else Bybit (WebSocket, REST polling
 as fallback) when the network answers; else the embedded SYNTHETIC market, which the first output line
 says.
+
+Decisions equal the backtest's over the full series from the first live bar on: a replay seeds the
+features with every bar before ``--start``; a cold start from the exchange fetches
+:meth:`~convnext_fast.features.pipeline.FeatureSpec.history_bars` (+ the window) closed candles first; a
+``--resume`` restores the streaming state committed with the last candle (live/state.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import sys
 import time
@@ -54,6 +60,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bars", type=int, default=3000, help="SYNTHETIC market length in candles (default 3000)"
     )
     src.add_argument("--seed", type=int, default=0, help="SYNTHETIC market seed (default 0)")
+    src.add_argument(
+        "--start",
+        help="replay: first bar to trade, YYYY-MM-DD[ HH:MM] UTC, epoch ms or 'all' (default: the "
+        "checkpoint's out-of-sample test start, else as soon as the window is full); every earlier bar "
+        "seeds the features",
+    )
+    src.add_argument(
+        "--max-jump",
+        type=float,
+        default=0.5,
+        help="reject (and refetch through REST) a candle whose high or low is further than this fraction "
+        "from the previous close (default 0.5; a spike is never traded)",
+    )
+    src.add_argument(
+        "--history-tol",
+        type=float,
+        default=1e-6,
+        help="cold start from the exchange: fetch enough history for every feature to be within this "
+        "tolerance of its full-history value (default 1e-6)",
+    )
 
     mdl = parser.add_argument_group("model")
     mdl.add_argument(
@@ -62,7 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model runs, for plumbing and latency only",
     )
     mdl.add_argument(
-        "--variant", default="atto", choices=tuple(VARIANTS), help="untrained model size (default atto)"
+        "--variant",
+        default="atto",
+        choices=tuple(VARIANTS),
+        help="untrained model size (default atto; its random weights come from --seed)",
     )
     mdl.add_argument("--window", type=int, help="window length T (default: the checkpoint's, else 256)")
     mdl.add_argument("--backend", default="auto", choices=PREDICTOR_BACKENDS, help="force a forward backend")
@@ -81,11 +110,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     out = parser.add_argument_group("output and state")
     out.add_argument("--out", help="JSON lines file (default: stdout when it is not a terminal)")
-    out.add_argument("--state", default="live_state.json", help="state file written on shutdown")
     out.add_argument(
-        "--resume", action="store_true", help="continue from --state (position, equity, last candle)"
+        "--state",
+        default="live_state.db",
+        help="durable state (SQLite), committed with every candle (default live_state.db)",
+    )
+    out.add_argument(
+        "--durability",
+        choices=("fsync", "os"),
+        default="fsync",
+        help="fsync: every committed candle survives a power cut (default); os: survives any crash of "
+        "the process (kill -9), the kernel flushes to disk",
+    )
+    out.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from --state (position, equity, features, last candle)",
+    )
+    out.add_argument(
+        "--force",
+        action="store_true",
+        help="resume a state written by another source/model/dataset, or overwrite one without --resume",
     )
     out.add_argument("--max-bars", type=int, help="stop after this many closed candles")
+    out.add_argument(
+        "--heartbeat-s",
+        type=float,
+        default=60.0,
+        help="heartbeat JSON record at most this often (default 60 s)",
+    )
+    out.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (needs the [live] extra)"
+    )
     out.add_argument("--verbose", action="store_true", help="log every ignored candle")
 
     from .order_cli import add_order_arguments, add_sizing_and_funding_arguments
@@ -96,12 +152,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Feed:
-    """Where the loop's candles come from: seed history, then a stream, plus a REST backfill if any."""
+    """Where the loop's candles come from: seed history, then a stream, plus a REST backfill if any.
+    ``kind`` and ``dataset`` identify the data for a resume."""
 
     label: str
     history: Candles
     stream: object  # async iterator of Candle
     backfill: object = None
+    kind: str = "replay"
+    dataset: str = ""
+    first_ms: int | None = None  # start of the first bar to trade (replays)
+    recent: Candles | None = None  # on a resume: the candles before the stream (sizing rules need closes)
 
 
 def _model(args):
@@ -112,33 +173,82 @@ def _model(args):
         from ..train import load_checkpoint
 
         model, meta = load_checkpoint(args.checkpoint, fused=False)
-        return model, meta, f"checkpoint {args.checkpoint}"
+        digest = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()[:16]
+        return model, meta, f"checkpoint {args.checkpoint}", f"checkpoint sha256:{digest}"
+    import torch
+
     from .. import reference
     from ..features.pipeline import FeatureSpec
 
     spec = FeatureSpec()
-    model = reference.create(args.variant, in_chans=spec.n_channels).eval()
+    # Seeded (--seed), so an untrained run can be resumed and replayed against itself.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = reference.create(args.variant, in_chans=spec.n_channels).eval()
     meta = {"feature_spec": spec.to_dict(), "window": args.window}
-    return model, meta, f"UNTRAINED {args.variant} (random weights: plumbing and latency only)"
+    weights = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        weights.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+    return (
+        model,
+        meta,
+        f"UNTRAINED {args.variant} (random weights: plumbing and latency only)",
+        f"untrained {args.variant} sha256:{weights.hexdigest()[:16]}",
+    )
 
 
-def _split_replay(candles: Candles, need: int, resume_after: int | None) -> tuple[Candles, Candles]:
-    cut = need if resume_after is None else int(np.searchsorted(candles.start_ms, resume_after, side="right"))
+def _digest(candles: Candles, n: int = 1000) -> str:
+    """A fingerprint of a series: its first ``n`` candles (a store that grows keeps it)."""
+    head = candles[:n]
+    h = hashlib.sha256()
+    for arr in (head.start_ms, head.open, head.high, head.low, head.close, head.volume):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return f"{len(head)} bars from {format_ms(int(head.start_ms[0]))} sha256:{h.hexdigest()[:16]}"
+
+
+def _replay_feed(args, label, kind, candles, engine, meta, resume_after) -> Feed:
+    from ..trading.cli import first_traded_ms, trained_until_ms
+    from .sources import replay
+
+    if not len(candles):
+        raise UserError("the data holds no candles")
+    dataset = _digest(candles)
+    step = interval_to_ms(args.interval)
+    if resume_after is not None:
+        cut = int(np.searchsorted(candles.start_ms, resume_after, side="right"))
+        history = candles[:0]
+    else:
+        start_ms, note = first_traded_ms(args.start, meta if args.checkpoint else None)
+        least = engine.history_needed  # the window must fill before the first decision
+        cut = least if start_ms is None else max(int(np.searchsorted(candles.start_ms, start_ms)), 1)
+        if note:
+            log.warning(note)
+        history = candles[:cut]
     if cut >= len(candles):
         raise UserError(
             f"the data has {len(candles)} candles; nothing left to stream after {cut} for warm-up/resume"
         )
-    return candles[max(0, cut - need) : cut], candles[cut:]
+    trained_until = trained_until_ms(meta) if args.checkpoint else None
+    if trained_until is not None and candles.start_ms[cut] <= trained_until:
+        log.warning(
+            "this replay trades bars from %s, but the checkpoint was trained/selected on bars up to %s: "
+            "in-sample results",
+            format_ms(int(candles.start_ms[cut])),
+            format_ms(trained_until),
+        )
+    stream = replay(candles[cut:], interval_ms=step, speed=args.speed)
+    return Feed(
+        label,
+        history,
+        stream,
+        kind=kind,
+        dataset=dataset,
+        first_ms=int(candles.start_ms[cut]),
+        recent=candles[:cut],
+    )
 
 
-def _replay_feed(args, label: str, candles: Candles, need: int, resume_after: int | None) -> Feed:
-    from .sources import replay
-
-    history, stream = _split_replay(candles, need, resume_after)
-    return Feed(label, history, replay(stream, interval_ms=interval_to_ms(args.interval), speed=args.speed))
-
-
-def _online_feed(args, need: int, resume_after: int | None, kind: str, probing: bool) -> Feed:
+def _online_feed(args, engine, resume_after: int | None, kind: str, probing: bool, metrics) -> Feed:
     from ..data.bybit import BybitClient, RetryPolicy
     from .sources import rest_polling, websocket_with_fallback
 
@@ -146,33 +256,61 @@ def _online_feed(args, need: int, resume_after: int | None, kind: str, probing: 
     # When only probing whether we are online, fail fast; once connected, retry patiently.
     probe = RetryPolicy(max_retries=1, base_delay=0.2) if probing else RetryPolicy()
     client = BybitClient(args.base_url, args.ws_url, args.category, progress=False, retry=probe)
-    now_ms = int(time.time() * 1000)
-    since = (
-        now_ms - (need + 2) * step
-        if resume_after is None
-        else min(resume_after - need * step, now_ms - need * step)
-    )
-    history = client.fetch_klines(args.symbol, args.interval, since, None)
+    server_time = getattr(client, "server_time_ms", None)  # the exchange's clock when the client has it
+    now_ms = int(server_time()) if server_time is not None else int(time.time() * 1000)
+    last_closed = (now_ms // step - 1) * step
+    if resume_after is None:
+        # Enough history for every recursive feature to forget its seed: decisions then equal a backtest
+        # over the exchange's full history.
+        need = engine.features.spec.history_bars(args.history_tol) + engine.ring.window + 8
+        history = client.fetch_klines(
+            args.symbol, args.interval, last_closed - (need - 1) * step, last_closed
+        )
+        if not len(history):
+            raise UserError(f"Bybit returned no history for {args.symbol} {args.interval}")
+        if len(history) < need:
+            log.warning("cold start: Bybit has %d of the %d candles of history wanted", len(history), need)
+        owed = int(history.start_ms[-1]) + step
+    else:
+        # The committed streaming state continues; the stream backfills from the next candle owed.
+        client.fetch_klines(args.symbol, args.interval, resume_after, resume_after)  # online check
+        history = Candles.from_rows([])
+        owed = resume_after + step
     client.retry = RetryPolicy()
-    if resume_after is not None:
-        history = history[: int(np.searchsorted(history.start_ms, resume_after, side="right"))]
-    history = history[-need:]
-    if not len(history):
-        raise UserError(f"Bybit returned no history for {args.symbol} {args.interval}")
-    owed = int(history.start_ms[-1]) + step
+    on_reconnect = metrics.reconnected if metrics is not None else None
+    from ..data.bybit_ws import StreamStats
+
+    stats = StreamStats()
+    if metrics is not None:
+        metrics.stream_stats = stats
     if kind == "rest":
         stream = rest_polling(
             client, args.symbol, args.interval, step, since_ms=owed, poll_s=args.poll_seconds
         )
     else:
         stream = websocket_with_fallback(
-            client, args.symbol, args.interval, step, since_ms=owed, poll_s=args.poll_seconds
+            client,
+            args.symbol,
+            args.interval,
+            step,
+            since_ms=owed,
+            poll_s=args.poll_seconds,
+            on_reconnect=on_reconnect,
+            stats=stats,
         )
     label = f"Bybit {args.category} {args.symbol} {args.interval} ({'REST polling' if kind == 'rest' else 'WebSocket'})"
-    return Feed(label, history, stream, lambda s, e: client.fetch_klines(args.symbol, args.interval, s, e))
+    return Feed(
+        label,
+        history,
+        stream,
+        lambda s, e: client.fetch_klines(args.symbol, args.interval, s, e),
+        kind="bybit",
+        dataset=f"bybit {args.category} {args.base_url}",
+        recent=history,  # a resume restores its features; sizing then starts from the stream (limitation)
+    )
 
 
-def _feed(args, need: int, resume_after: int | None) -> Feed:
+def _feed(args, engine, meta, resume_after: int | None, metrics=None) -> Feed:
     from ..data.bybit import BybitRetriesExhausted
     from ..data.synthetic import synthetic_candles
 
@@ -185,20 +323,49 @@ def _feed(args, need: int, resume_after: int | None) -> Feed:
         from ..train.inputs import load_candles
 
         candles = load_candles(args.data, args.symbol, args.interval, args.category)
-        return _replay_feed(args, f"replay of {args.data}", candles, need, resume_after)
+        return _replay_feed(args, f"replay of {args.data}", "replay", candles, engine, meta, resume_after)
     if kind in ("online", "ws", "rest"):
         try:
             return _online_feed(
-                args, need, resume_after, "rest" if kind == "rest" else "ws", probing=kind == "online"
+                args,
+                engine,
+                resume_after,
+                "rest" if kind == "rest" else "ws",
+                probing=kind == "online",
+                metrics=metrics,
             )
         except BybitRetriesExhausted as exc:  # unreachable; a refusal (unknown symbol ...) still raises
             if kind != "online":
                 raise
             log.info("Bybit unreachable (%s); the SYNTHETIC market it is", exc)
     candles = synthetic_candles(
-        max(args.bars, need + 1), seed=args.seed, interval_ms=interval_to_ms(args.interval)
+        max(args.bars, engine.history_needed + 1), seed=args.seed, interval_ms=interval_to_ms(args.interval)
     )
-    return _replay_feed(args, SYNTHETIC_BANNER, candles, need, resume_after)
+    return _replay_feed(args, SYNTHETIC_BANNER, "synthetic", candles, engine, meta, resume_after)
+
+
+def _reconcile_out(path: Path, store) -> list[dict]:
+    """Make ``--out`` hold every committed candle exactly once before appending: drop a torn last line
+    (a kill mid-write) and return the committed records the file lacks (a kill between commit and write)."""
+    import json
+
+    if not path.exists():
+        return store.records_after(None)
+    data = path.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+    last = None
+    for line in data[:keep].splitlines()[::-1]:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "candle":
+            last = int(rec["start_ms"])
+            break
+    return store.records_after(last)
 
 
 def _order_hook(args, broker_config):
@@ -207,50 +374,120 @@ def _order_hook(args, broker_config):
     return order_hook(args, broker_config)
 
 
+def _identity(args, feed: Feed, model_id: str) -> dict:
+    return {
+        "source": feed.kind,
+        "symbol": args.symbol,
+        "interval": args.interval,
+        "model": model_id,
+        "dataset": feed.dataset,
+    }
+
+
+class _UTCFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record, datefmt=None):
+        return (
+            time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+        )
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("convnext_fast")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
 def run(args: argparse.Namespace) -> int:
     from ..trading.backtest import config_from_args
     from ..trading.broker import PaperBroker
-    from .loop import LiveContext, OutputSink, run_live
+    from .metrics import LiveMetrics
     from .session import DecisionRule, build_engine
-    from .state import load_state
+    from .state import LiveStore
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    _setup_logging(args.verbose)
     started = time.perf_counter()
-    state = load_state(args.state) if args.resume else None
-    if state is not None and (state.symbol, state.interval) != (args.symbol, args.interval):
-        raise UserError(
-            f"--resume: {args.state} is for {state.symbol} {state.interval}, not {args.symbol} {args.interval}"
-        )
+    if args.resume and not Path(args.state).is_file():
+        raise UserError(f"--resume: state file {args.state} does not exist")
     config = config_from_args(args)
     after_candle = _order_hook(args, config)  # before any slow work: a bad order setup fails at once
-    broker = PaperBroker.from_state(state.broker) if state else PaperBroker(config)
-    model, meta, model_label = _model(args)
+    model, meta, model_label, model_id = _model(args)
     engine, backend = build_engine(
         model,
         meta,
         rule=DecisionRule(args.threshold, args.size),
-        broker=broker,
+        broker=PaperBroker(config),
         backend=args.backend,
         window=args.window,
+        max_jump=args.max_jump,
     )
-    feed = _feed(args, engine.history_needed, state.last_start_ms if state else None)
-    seeded = engine.warm_up(feed.history)
-    from .order_cli import attach_sizing_and_funding
+    metrics = LiveMetrics()
+    store = LiveStore(args.state, args.durability)
+    try:
+        saved = store.load() if args.resume else None
+        if args.resume and saved is None:
+            raise UserError(f"--resume: {args.state} holds no processed candle to continue from")
+        feed = _feed(args, engine, meta, saved.last_start_ms if saved else None, metrics)
+        identity = _identity(args, feed, model_id)
+        if saved is not None:
+            state = store.check_resume(identity, force=args.force)
+            engine.broker = PaperBroker.from_state(state.broker)
+            try:
+                engine.restore(state.engine, state.last_start_ms, state.bars_processed)
+            except (KeyError, ValueError) as exc:  # e.g. --force onto a model with other features/window
+                raise UserError(f"--resume: {args.state} cannot seed this model ({exc})") from None
+            seeded = 0
+        else:
+            store.start_new(identity, overwrite=args.force)
+            seeded = engine.warm_up(feed.history)
+        from .order_cli import attach_sizing_and_funding
 
-    rules = attach_sizing_and_funding(
-        args, engine, config, feed.history, synthetic=feed.label == SYNTHETIC_BANNER
-    )
-    if state is not None:
-        engine.bars_processed = state.bars_processed
+        # After the broker is restored or the features seeded: sizing sees every close before the stream.
+        rules = attach_sizing_and_funding(
+            args,
+            engine,
+            config,
+            feed.history if saved is None else feed.recent,
+            synthetic=feed.kind == "synthetic",
+        )
+        return _drive(
+            args,
+            engine,
+            backend,
+            feed,
+            store,
+            metrics,
+            saved,
+            seeded,
+            model_label,
+            started,
+            after_candle,
+            rules,
+        )
+    finally:
+        store.close()
 
-    json_out = (
-        open(args.out, "a" if args.resume else "w")
-        if args.out
-        else (None if sys.stdout.isatty() else sys.stdout)
-    )
+
+def _drive(
+    args, engine, backend, feed, store, metrics, saved, seeded, model_label, started, after_candle, rules
+) -> int:
+    from .loop import LiveContext, OutputSink, run_live
+
+    pending: list[dict] = []
+    if args.out:
+        out_path = Path(args.out)
+        if saved is not None:
+            pending = _reconcile_out(out_path, store)
+        json_out = open(out_path, "a" if saved is not None else "w")
+    else:
+        json_out = None if sys.stdout.isatty() else sys.stdout
     sink = OutputSink(json_out, sys.stdout if sys.stdout.isatty() else None)
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, {"symbol": args.symbol, "interval": args.interval})
     info = {
         "source": feed.label,
         "model": model_label,
@@ -259,11 +496,13 @@ def run(args: argparse.Namespace) -> int:
         "interval": args.interval,
         "window": engine.ring.window,
         "seeded_bars": seeded,
-        "resumed_from": format_ms(state.last_start_ms) if state else None,
+        "resumed_from": format_ms(saved.last_start_ms) if saved else None,
         "startup_s": round(time.perf_counter() - started, 3),
         "rules": rules,
     }
     sink.start(info, f"{feed.label} | {model_label} | backend {backend} | seeded {seeded} candles")
+    for record in pending:  # committed before a crash but never written to --out
+        sink.emit(record)
     if after_candle is not None:  # order events go to the same JSON lines
         after_candle.attach(sink._json)
     ctx = LiveContext(
@@ -271,15 +510,23 @@ def run(args: argparse.Namespace) -> int:
         args.interval,
         interval_to_ms(args.interval),
         backfill=feed.backfill,
-        state_path=args.state,
+        store=store,
         max_bars=args.max_bars,
         after_candle=after_candle,
+        metrics=metrics,
+        heartbeat_s=args.heartbeat_s,
     )
+    processed = 0
     try:
         processed = asyncio.run(run_live(engine, feed.stream, ctx, sink))
         sink.summary(
             engine.latency,
-            {"bars": processed, "equity": engine.broker.equity, "position": engine.broker.position},
+            {
+                "bars": processed,
+                "equity": engine.broker.equity,
+                "position": engine.broker.position,
+                "metrics": metrics.as_dict(),
+            },
         )
     finally:
         sink.flush()

@@ -1,19 +1,24 @@
-"""The live loop: closed candle → streaming features → window ring → model → signal → size → paper broker.
+"""The live loop: closed candle → streaming features → window ring → model → decision → paper broker.
 
-:class:`LiveEngine` is the synchronous per-candle core (no I/O but its output sink), so a replayed file and
-a live WebSocket feed go through exactly the same code. :func:`run_live` is the async driver around it:
-it backfills gaps through REST before emitting new signals, stops cleanly on SIGINT/SIGTERM, flushes the
-log and writes the resume state.
+:class:`LiveEngine` is the synchronous per-candle core (no I/O), so a replayed file and a live WebSocket
+feed go through exactly the same code, and the decision is :mod:`convnext_fast.trading.decision`'s, the
+backtest's own. :func:`run_live` is the async driver around it: it backfills gaps through REST before
+emitting new signals, refetches a candle that spikes past ``--max-jump``, commits every candle to the
+durable store (:mod:`.state`) before taking the next, and stops within moments on SIGINT/SIGTERM even
+while a REST call hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import datetime
 import json
 import logging
 import signal as os_signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,13 +27,14 @@ from typing import IO, Any
 import numpy as np
 
 from ..data.candles import Candle, Candles, format_ms
+from ..errors import UserError
+from ..trading.decision import DecisionPolicy
 from .latency import LatencyStats
+from .metrics import LiveMetrics
 from .ring import WindowRing
-from .state import LiveState, save_state
+from .state import LiveStore
 
 log = logging.getLogger("convnext_fast.live")
-
-HOLD_SIGNAL = 0
 
 
 def candle_problem(candle: Candle) -> str | None:
@@ -43,9 +49,13 @@ def candle_problem(candle: Candle) -> str | None:
 
 class LiveEngine:
     """Per-candle state machine. ``features`` offers ``update(o, h, l, c, v) -> float32 [C]`` (the
-    streaming twin of the batch features); ``predict(x [1, C, T]) -> probs [1, 3]``; ``broker`` offers
-    ``on_bar(open, high, low, close, signal, size)`` and ``state()``; ``normalize`` maps a raw feature
-    vector to the model's input scale (the checkpoint's normalisation)."""
+    streaming twin of the batch features) and ``get_state``/``set_state``; ``predict(x [1, C, T]) -> raw
+    outputs [1, K]``; ``policy`` (:class:`~convnext_fast.trading.decision.DecisionPolicy`) turns them into a
+    signal exactly as the backtest does; ``broker`` offers ``on_bar(open, high, low, close, signal, size)``
+    and ``state()``; ``normalize`` maps a raw feature vector to the model's input scale.
+
+    ``max_jump`` rejects a candle whose high or low is more than that fraction away from the previous close
+    (a spike from a bad feed); the driver refetches it through REST instead of trading it."""
 
     def __init__(
         self,
@@ -55,27 +65,32 @@ class LiveEngine:
         broker,
         window: int,
         n_channels: int,
-        signal_fn: Callable[..., int],
-        threshold: float,
-        size_fn: Callable[[int, np.ndarray], float],
+        policy: DecisionPolicy,
+        size_fn: Callable[[int, np.ndarray | None], float],
         normalize: Callable[[np.ndarray], np.ndarray] | None = None,
         warmup_bars: int = 0,
+        max_jump: float | None = None,
     ):
         self.features, self.predict, self.broker = features, predict, broker
-        self.signal_fn, self.threshold, self.size_fn = signal_fn, threshold, size_fn
+        self.policy, self.size_fn = policy, size_fn
         self.normalize = normalize
         self.warmup_bars = int(warmup_bars)  # bars until every feature channel is finite
+        if max_jump is not None and not max_jump > 0:
+            raise UserError(f"--max-jump must be > 0 (a fraction of the previous close), got {max_jump}")
+        self.max_jump = max_jump
         self.ring = WindowRing(n_channels, window)
         self._x = np.zeros((1, n_channels, window), dtype=np.float32)
         self._finite_run = 0  # consecutive bars whose feature vector was all finite
         self.last_start_ms: int | None = None
+        self.last_close: float | None = None
         self.bars_processed = 0
         self.latency = LatencyStats()
 
     @property
     def history_needed(self) -> int:
-        """Closed candles to seed before the first signal: indicator warm-up plus one full window, plus
-        slack for a rejected candle or two."""
+        """Fewest closed candles before the first signal: indicator warm-up plus one full window, plus
+        slack for a rejected candle or two. Exact parity with a backtest over all data needs more (see
+        :meth:`~convnext_fast.features.pipeline.FeatureSpec.history_bars`)."""
         return self.warmup_bars + self.ring.window + 8
 
     @property
@@ -83,22 +98,39 @@ class LiveEngine:
         """True once the window holds only finite features (indicator warm-up is over)."""
         return self._finite_run >= self.ring.window
 
-    def admit(self, candle: Candle) -> bool:
-        """Reject (and log) duplicates, out-of-order and invalid candles; they never reach the model."""
+    def problem(self, candle: Candle) -> tuple[str, str] | None:
+        """``(kind, why)`` when ``candle`` must not reach the model: kind ``"stale"`` (duplicate or out of
+        order), ``"invalid"`` or ``"jump"``; None when it is fine."""
         if self.last_start_ms is not None and candle.start_ms <= self.last_start_ms:
             kind = "duplicate" if candle.start_ms == self.last_start_ms else "out-of-order"
-            log.info(
-                "ignored %s candle %s (last processed %s)",
-                kind,
-                format_ms(candle.start_ms),
-                format_ms(self.last_start_ms),
+            return "stale", (
+                f"{kind} candle {format_ms(candle.start_ms)} (last processed {format_ms(self.last_start_ms)})"
             )
-            return False
-        problem = candle_problem(candle)
-        if problem is not None:
-            log.warning("rejected candle %s: %s (%s)", format_ms(candle.start_ms), problem, tuple(candle))
-            return False
-        return True
+        why = candle_problem(candle)
+        if why is not None:
+            return "invalid", why
+        if self.max_jump is not None and self.last_close is not None:
+            ref = self.last_close
+            jump = max(candle.high / ref, ref / candle.low) - 1.0
+            if jump > self.max_jump:
+                return (
+                    "jump",
+                    f"moves {jump:.1%} from the previous close {ref:g} (--max-jump {self.max_jump:g})",
+                )
+        return None
+
+    def admit(self, candle: Candle) -> bool:
+        """Reject (and log) duplicates, out-of-order, invalid and spiking candles; they never reach the
+        model."""
+        found = self.problem(candle)
+        if found is None:
+            return True
+        kind, why = found
+        if kind == "stale":
+            log.info("ignored %s", why)
+        else:
+            log.warning("rejected candle %s: %s (%s)", format_ms(candle.start_ms), why, tuple(candle))
+        return False
 
     def _push_features(self, candle: Candle) -> None:
         vec = self.features.update(candle.open, candle.high, candle.low, candle.close, candle.volume)
@@ -107,6 +139,7 @@ class LiveEngine:
         self._finite_run = self._finite_run + 1 if np.isfinite(vec).all() else 0
         self.ring.push(np.asarray(vec, dtype=np.float32))
         self.last_start_ms = int(candle.start_ms)
+        self.last_close = float(candle.close)
 
     def warm_up(self, history: Candles) -> int:
         """Seed the streaming features and the window from history (no signals, no broker). Returns the
@@ -122,42 +155,93 @@ class LiveEngine:
         """Process one closed candle; returns its output record, or None when the candle was rejected."""
         if not self.admit(candle):
             return None
+        return self._step(candle)
+
+    def _step(self, candle: Candle) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         self._push_features(candle)
         t1 = time.perf_counter_ns()
-        probs = None
+        outputs = None
         if self.ready:
             self.ring.batch_into(self._x)
-            probs = self.predict(self._x)[0]
+            outputs = self.predict(self._x)[0]
         t2 = time.perf_counter_ns()
-        if probs is None:
-            sig, size = HOLD_SIGNAL, 0.0
+        if outputs is None:
+            sig, probs, score = self.policy.hold()
+            size = 0.0
         else:
-            sig = int(self.signal_fn(float(probs[0]), float(probs[1]), float(probs[2]), self.threshold))
+            sig, probs, score = self.policy.one(outputs)
             size = float(self.size_fn(sig, probs))
         self.broker.on_bar(candle.open, candle.high, candle.low, candle.close, sig, size)
         t3 = time.perf_counter_ns()
         self.bars_processed += 1
         latency = {"features": (t1 - t0) / 1e3, "model": (t2 - t1) / 1e3, "decision": (t3 - t2) / 1e3}
         latency["total"] = (t3 - t0) / 1e3
-        if probs is not None:
+        if outputs is not None:
             self.latency.add_many(latency)
-        return {
+        record = {
             "time": format_ms(candle.start_ms),
             "start_ms": int(candle.start_ms),
             "close": candle.close,
             "probs": None if probs is None else [round(float(p), 6) for p in probs],
-            "signal": sig,
-            "size": size,
-            "position": self.broker.position,
-            "equity": self.broker.equity,
-            "latency_us": {k: round(v, 1) for k, v in latency.items()},
         }
+        if not self.policy.classification:
+            record["pred"] = None if outputs is None else float(score)
+        record.update(
+            {
+                "signal": sig,
+                "size": size,
+                "position": self.broker.position,
+                "equity": self.broker.equity,
+                "latency_us": {k: round(v, 1) for k, v in latency.items()},
+            }
+        )
+        return record
+
+    # ---- durable state -------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a restart needs to continue bit for bit: the broker, the streaming features, the
+        window, the last candle. Bytes for the arrays, plain JSON types for the rest."""
+        features = self.features.get_state()
+        ring = self.ring.get_state()
+        return {
+            "last_start_ms": self.last_start_ms,
+            "bars_processed": self.bars_processed,
+            "broker": self.broker.state(),
+            "scalars": {
+                "finite_run": self._finite_run,
+                "last_close": self.last_close,
+                "feature_bars": features["n_bars"],
+                "feature_spec": features["spec"],
+                "ring_count": ring["count"],
+            },
+            "features": features["state"],
+            "ring": ring["columns"],
+        }
+
+    def restore(self, engine_state: dict, last_start_ms: int, bars_processed: int) -> None:
+        """Continue from a :meth:`snapshot` (the broker is restored by whoever built it)."""
+        sc = engine_state["scalars"]
+        self.features.set_state(
+            {"spec": sc["feature_spec"], "n_bars": sc["feature_bars"], "state": engine_state["features"]}
+        )
+        self.ring.set_state({"count": sc["ring_count"], "columns": engine_state["ring"]})
+        self._finite_run = min(int(sc["finite_run"]), self.ring.count)
+        self.last_close = sc["last_close"]
+        self.last_start_ms = int(last_start_ms)
+        self.bars_processed = int(bars_processed)
+
+
+def _stamp() -> str:
+    return (
+        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 class OutputSink:
-    """JSON lines (a start record, one per closed candle, a summary) to ``stream`` and/or a compact human
-    view to ``human`` (the CLI passes stdout as ``human`` when it is a TTY)."""
+    """JSON lines (a start record, one per closed candle, heartbeats, a summary) to ``stream`` and/or a
+    compact human view to ``human`` (the CLI passes stdout as ``human`` when it is a TTY). Every line is
+    flushed as it is written: a crash never loses a line already reported as processed."""
 
     def __init__(self, stream: IO[str] | None, human: IO[str] | None = None):
         self.stream, self.human = stream, human
@@ -165,10 +249,11 @@ class OutputSink:
     def _json(self, record: dict[str, Any]) -> None:
         if self.stream is not None:
             self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.stream.flush()
 
     def start(self, info: dict[str, Any], banner: str) -> None:
         """The first line says where the candles come from (e.g. SYNTHETIC) and what runs."""
-        self._json({"event": "start", **info})
+        self._json({"event": "start", "wall": _stamp(), **info})
         print(banner, file=self.human or sys.stderr, flush=True)
 
     def info(self, text: str) -> None:
@@ -178,16 +263,25 @@ class OutputSink:
         self._json({"event": "candle", **record})
         if self.human is not None:
             probs = record["probs"]
-            shown = "warming up" if probs is None else f"L {probs[0]:.2f} S {probs[1]:.2f} H {probs[2]:.2f}"
+            if probs is not None:
+                shown = f"L {probs[0]:.2f} S {probs[1]:.2f} H {probs[2]:.2f}"
+            elif record.get("pred") is not None:
+                shown = f"return {record['pred']:+.4%}"
+            else:
+                shown = "warming up"
             print(
                 f"{record['time']}  close {record['close']:>12.2f}  {shown:<22} signal {record['signal']:+d}  "
                 f"pos {record['position']:+.6g}  equity {record['equity']:.2f}  "
                 f"model {record['latency_us']['model']:.0f} µs",
                 file=self.human,
+                flush=True,
             )
 
+    def heartbeat(self, fields: dict[str, Any]) -> None:
+        self._json({"event": "heartbeat", "wall": _stamp(), **fields})
+
     def summary(self, latency: LatencyStats, extra: dict[str, Any]) -> None:
-        self._json({"event": "summary", "latency_us": latency.summary(), **extra})
+        self._json({"event": "summary", "wall": _stamp(), "latency_us": latency.summary(), **extra})
         self.info("latency per closed candle (µs):\n" + latency.table())
 
     def flush(self) -> None:
@@ -198,68 +292,208 @@ class OutputSink:
 
 @dataclass
 class LiveContext:
-    """What :func:`run_live` needs besides the engine: where resume state goes and how to backfill."""
+    """What :func:`run_live` needs besides the engine: where durable state goes and how to backfill."""
 
     symbol: str
     interval: str
     interval_ms: int
     backfill: Callable[[int, int], Candles] | None = None  # (first_missing_ms, before_ms) -> closed candles
-    state_path: str | None = None
+    store: LiveStore | None = None  # committed once per candle (see live/state.py)
     max_bars: int | None = None  # stop after this many processed candles (tests, benchmarks)
-    after_candle: Callable[[LiveEngine], None] | None = None  # e.g. mirror the paper intent to real orders
+    # Called once per candle from the feed, after its commit, e.g. to mirror the paper intent to real
+    # orders; whatever (kind, payload) events it returns are committed to the store's events table.
+    after_candle: Callable[[LiveEngine], list[tuple[str, dict]] | None] | None = None
+    metrics: LiveMetrics | None = None
+    heartbeat_s: float | None = None  # a heartbeat record at most this often (None: never)
+
+
+async def in_thread(fn: Callable[..., Any], *args) -> Any:
+    """``fn(*args)`` in a daemon thread, awaited. Unlike ``asyncio.to_thread`` an abandoned call (a slow
+    REST backfill when SIGTERM arrives) never holds up the process exit: the loop just stops waiting."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(exc: BaseException | None, result: Any) -> None:
+        if future.done():  # the awaiting task was cancelled (stop signal): nobody wants the result
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def runner() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task as is
+            result, error = None, exc
+        else:
+            error = None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the call was abandoned at shutdown
+            loop.call_soon_threadsafe(settle, error, result)
+
+    threading.Thread(target=runner, daemon=True, name=f"live-{getattr(fn, '__name__', 'call')}").start()
+    return await future
+
+
+class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The event loop's default executor during :func:`run_live`: every ``asyncio.to_thread`` call (e.g.
+    inside the data clients) runs in a daemon thread, so a hung REST call cannot hold the process past a
+    stop signal (the standard pool joins its threads at exit). A ThreadPoolExecutor only because asyncio
+    insists on one; no pool thread is ever started."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def runner() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the waiting side as is
+                future.set_exception(exc)
+
+        threading.Thread(target=runner, daemon=True, name="live-executor").start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None  # abandoned calls are daemon threads: nothing to wait for
 
 
 async def run_live(
     engine: LiveEngine, source: AsyncIterator[Candle], ctx: LiveContext, sink: OutputSink
 ) -> int:
     """Drive ``engine`` from ``source`` until it ends, ``max_bars`` is reached or SIGINT/SIGTERM arrives.
-    Returns the number of candles processed."""
+    Every processed candle is committed to ``ctx.store`` before the next one is taken. Returns the number
+    of candles processed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(DaemonExecutor())
     installed = []
     for sig in (os_signal.SIGINT, os_signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     processed = 0
+    metrics = ctx.metrics
+    last_beat = time.monotonic()
     source_iter = aiter(source)
+
+    async def until_stopped(awaitable):
+        """``(done, result)``: the awaitable's result, or ``(False, None)`` when a stop signal came first
+        (the awaitable is then cancelled, or for a thread, abandoned)."""
+        task = asyncio.ensure_future(awaitable)
+        stop_task = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        if task not in done:
+            task.cancel()
+            return False, None
+        return True, task.result()
+
+    def beat() -> None:
+        nonlocal last_beat
+        last_beat = time.monotonic()
+        sink.heartbeat(
+            {
+                "last_start_ms": engine.last_start_ms,
+                "processed": processed,
+                "position": engine.broker.position,
+                "equity": engine.broker.equity,
+                **(metrics.as_dict() if metrics is not None else {}),
+            }
+        )
+
+    next_task = None
     try:
         while not stop.is_set():
-            next_task = asyncio.ensure_future(anext(source_iter))
+            # Wait for the next candle, stopping at once on a signal and beating while the feed is quiet
+            # (a heartbeat says the process is alive even when the market sends nothing).
+            if next_task is None:
+                next_task = asyncio.ensure_future(anext(source_iter))
             stop_task = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({next_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            wait_s = None
+            if ctx.heartbeat_s is not None:
+                wait_s = max(0.0, last_beat + ctx.heartbeat_s - time.monotonic())
+            done, _ = await asyncio.wait(
+                {next_task, stop_task}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+            )
             stop_task.cancel()
-            if next_task not in done:
+            if stop.is_set():
                 next_task.cancel()
                 break
+            if next_task not in done:
+                beat()
+                continue
+            task, next_task = next_task, None
             try:
-                candle = next_task.result()
+                candle = task.result()
             except StopAsyncIteration:
                 break
-            for item in [*await _fill_gap(engine, candle, ctx), candle]:
-                record = engine.step(item)
-                if record is None:
+            if metrics is not None:
+                metrics.feed_lag(candle, ctx.interval_ms)
+            got, items = await until_stopped(_fill_gap(engine, candle, ctx))
+            if not got:
+                break
+            for item in [*items, candle]:
+                found = engine.problem(item)
+                if found is not None and found[0] == "jump" and ctx.backfill is not None:
+                    ok, refetched = await until_stopped(_refetch(engine, item, ctx))
+                    if not ok:
+                        break
+                    item = refetched if refetched is not None else item
+                if not engine.admit(item):
+                    if metrics is not None and engine.problem(item)[0] != "stale":
+                        metrics.rejected()
                     continue
+                record = engine._step(item)
                 record["backfilled"] = item is not candle
+                if ctx.store is not None:
+                    t0 = time.perf_counter_ns()
+                    ctx.store.commit(record, engine.snapshot())
+                    # The durability cost per candle (snapshot + one fsynced transaction), reported apart:
+                    # the record itself is already committed.
+                    engine.latency.add("commit", (time.perf_counter_ns() - t0) / 1e3)
                 sink.emit(record)
                 processed += 1
+                if metrics is not None:
+                    metrics.candle(record)
             if ctx.after_candle is not None:
-                ctx.after_candle(engine)
+                events = ctx.after_candle(engine)
+                if events and ctx.store is not None and engine.last_start_ms is not None:
+                    ctx.store.record_events(engine.last_start_ms, events)
+            if ctx.heartbeat_s is not None and time.monotonic() - last_beat >= ctx.heartbeat_s:
+                beat()
             if ctx.max_bars is not None and processed >= ctx.max_bars:
                 break
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
         with contextlib.suppress(Exception):
-            await source_iter.aclose()
+            await asyncio.wait_for(source_iter.aclose(), timeout=1.0)
         sink.flush()
-        if ctx.state_path and engine.last_start_ms is not None:
-            state = LiveState(
-                ctx.symbol, ctx.interval, engine.last_start_ms, engine.broker.state(), engine.bars_processed
+        if ctx.store is not None and engine.last_start_ms is not None:
+            sink.info(
+                f"state committed to {ctx.store.path} through {format_ms(engine.last_start_ms)} (resume with --resume)"
             )
-            save_state(ctx.state_path, state)
-            sink.info(f"state written to {ctx.state_path} (resume with --resume)")
     return processed
+
+
+async def _refetch(engine: LiveEngine, candle: Candle, ctx: LiveContext) -> Candle | None:
+    """A candle that jumped too far, fetched again through REST: the exchange's record of it, or None."""
+    try:
+        fetched = await in_thread(ctx.backfill, candle.start_ms, candle.start_ms)
+    except Exception as exc:
+        log.error("refetch of %s failed (%s)", format_ms(candle.start_ms), exc)
+        return None
+    same = [c for c in fetched if c.start_ms == candle.start_ms]
+    if same:
+        log.warning(
+            "candle %s refetched through REST: close %g (stream said %g)",
+            format_ms(candle.start_ms),
+            same[0].close,
+            candle.close,
+        )
+    return same[0] if same else None
 
 
 async def _fill_gap(engine: LiveEngine, candle: Candle, ctx: LiveContext) -> list[Candle]:
@@ -277,8 +511,8 @@ async def _fill_gap(engine: LiveEngine, candle: Candle, ctx: LiveContext) -> lis
         )
         return []
     try:
-        # In a thread, so a WebSocket keeps answering pings while REST is slow.
-        fetched = await asyncio.to_thread(ctx.backfill, first_missing, candle.start_ms - 1)
+        # In a thread, so a WebSocket keeps answering pings while REST is slow, and SIGTERM is heard.
+        fetched = await in_thread(ctx.backfill, first_missing, candle.start_ms - 1)
     except Exception as exc:  # a failed backfill must not kill the loop: say what is missing, go on
         log.error(
             "gap of %d candles before %s: REST backfill failed (%s)",

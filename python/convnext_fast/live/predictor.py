@@ -1,4 +1,5 @@
-"""The fastest forward pass available for one window: ``[1, C_in, T]`` float32 → class probabilities.
+"""The fastest forward pass available for one window: ``[1, C_in, T]`` float32 → raw model outputs
+(logits or regression values; :mod:`convnext_fast.trading.decision` turns them into signals).
 
 ``auto`` order: the one-call C++ ``InferenceSession`` on CPU when the extension is loaded, the fused model
 (Triton) on CUDA, the reference eager forward otherwise. ``--backend`` forces one and fails loudly when it
@@ -17,12 +18,6 @@ from ..backends import backends as backend_report
 from ..errors import UserError
 
 PREDICTOR_BACKENDS = ("auto", "cpu", "triton", "reference")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def set_threads(n: int) -> None:
@@ -70,7 +65,7 @@ def _as_reference(model: torch.nn.Module) -> torch.nn.Module:
 def make_predictor(
     model: torch.nn.Module, backend: str = "auto"
 ) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """``(predict, backend_used)`` where ``predict(x [1, C_in, T] float32) -> probs [1, 3]``.
+    """``(predict, backend_used)`` where ``predict(x [1, C_in, T] float32) -> raw outputs [1, K]`` float64.
 
     The CPU backend snapshots the model's weights here: later changes to ``model`` are not seen.
     """
@@ -96,6 +91,6 @@ def make_predictor(
         logits_fn = _torch_forward(_as_reference(model), "cpu")
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return softmax(logits_fn(x).astype(np.float64))
+        return logits_fn(x).astype(np.float64)
 
     return predict, chosen

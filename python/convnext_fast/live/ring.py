@@ -46,3 +46,21 @@ class WindowRing:
         """Copy the window into a preallocated C-contiguous ``[1, n_channels, window]`` array."""
         out[0] = self.view()
         return out
+
+    def get_state(self) -> dict:
+        """The newest ``min(count, window)`` columns, oldest first, as raw float32 bytes, and the count."""
+        n = min(self.count, self.window)
+        cols = self._buf[:, self._next + self.window - n : self._next + self.window]
+        return {"count": self.count, "columns": np.ascontiguousarray(cols).tobytes()}
+
+    def set_state(self, saved: dict) -> None:
+        cols = np.frombuffer(saved["columns"], dtype=np.float32).reshape(self.n_channels, -1)
+        if cols.shape[1] > self.window:
+            raise ValueError(f"saved window has {cols.shape[1]} columns, more than {self.window}")
+        self._next, self.count = 0, 0
+        for column in cols.T:
+            self.push(column)
+        # The saved count stands only if the columns cover this window (saved with a smaller one, the
+        # ring holds just what was restored and fills up from there).
+        if cols.shape[1] >= min(int(saved["count"]), self.window):
+            self.count = int(saved["count"])

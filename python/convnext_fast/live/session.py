@@ -1,6 +1,7 @@
 """Assembles a :class:`~convnext_fast.live.loop.LiveEngine` from a model and its checkpoint metadata:
 the streaming features of the checkpoint's feature spec, its normalisation, the fastest predictor, the
-trading engineer's signal rule and paper broker."""
+decision policy the checkpoint's task asks for (:mod:`convnext_fast.trading.decision`, the backtest's
+own) and the paper broker."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from ..errors import UserError
 from ..trading.backtest import BacktestConfig
 from ..trading.broker import PaperBroker
-from ..trading.signals import signal_from_probs
+from ..trading.decision import DecisionPolicy
 from .loop import LiveEngine
 from .predictor import make_predictor
 
@@ -21,19 +22,20 @@ DEFAULT_WINDOW = 256
 
 @dataclass(frozen=True)
 class DecisionRule:
-    """Probabilities → (signal, size): Long/Short above ``threshold`` (the backtest's rule), a fixed
-    ``size`` fraction of equity for every entry."""
+    """The user's decision settings: the threshold τ handed to the checkpoint's
+    :class:`~convnext_fast.trading.decision.DecisionPolicy` (a probability for a classifier, a return for
+    a regression model) and a fixed ``size`` fraction of equity for every entry."""
 
     threshold: float = 0.5
     size: float = 1.0
 
     def __post_init__(self):
-        if not 0.0 <= self.threshold < 1.0:
+        if not 0.0 <= self.threshold < 1.0:  # for a regression model too: a 100 % return is no threshold
             raise UserError(f"--threshold must be in [0, 1), got {self.threshold}")
         if not self.size > 0:
             raise UserError(f"--size must be > 0 (a fraction of equity), got {self.size}")
 
-    def size_for(self, signal: int, probs: np.ndarray) -> float:
+    def size_for(self, signal: int, probs: np.ndarray | None) -> float:
         return self.size if signal != 0 else 0.0
 
 
@@ -78,9 +80,11 @@ def build_engine(
     backtest_config: BacktestConfig | None = None,
     backend: str = "auto",
     window: int | None = None,
+    max_jump: float | None = None,
 ) -> tuple[LiveEngine, str]:
     """``(engine, backend_used)`` for ``model`` with ``meta`` holding ``feature_spec`` and (optionally)
-    ``normalisation`` as the trainer writes them."""
+    ``normalisation``, ``task`` and ``target_scale`` as the trainer writes them. A checkpoint whose
+    outputs this loop cannot trade is refused here, with one line."""
     from ..features.pipeline import FeatureSpec, StreamingFeatures
 
     spec = FeatureSpec.from_dict(meta["feature_spec"]) if meta.get("feature_spec") else FeatureSpec()
@@ -89,6 +93,9 @@ def build_engine(
         raise UserError(
             f"the feature spec makes {spec.n_channels} channels but the model expects in_chans={in_chans}"
         )
+    policy = DecisionPolicy.from_meta(
+        {**meta, "model": {**meta.get("model", {}), **model.config}}, rule.threshold
+    )
     predict, used = make_predictor(model, backend)
     engine = LiveEngine(
         features=StreamingFeatures(spec),
@@ -96,10 +103,10 @@ def build_engine(
         broker=broker or PaperBroker(backtest_config),
         window=window_of(meta, window),
         n_channels=in_chans,
-        signal_fn=signal_from_probs,
-        threshold=rule.threshold,
+        policy=policy,
         size_fn=rule.size_for,
         normalize=normaliser(meta.get("normalisation")),
         warmup_bars=spec.warmup,
+        max_jump=max_jump,
     )
     return engine, used

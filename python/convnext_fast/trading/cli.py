@@ -15,8 +15,9 @@ import numpy as np
 from ..data.funding import add_funding_arguments, funding_for_bars
 from ..errors import UserError
 from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
+from .decision import DecisionPolicy
 from .report import periods_per_year_from, write_report
-from .signals import signals_from_probs, signals_from_regression
+from .signals import signals_from_probs
 from .sizing import add_sizing_arguments, sizing_from_args
 
 PREDICT_BATCH = 512
@@ -67,8 +68,9 @@ def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndar
 
 
 def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
-    """Model outputs (class probabilities, or regression values) for every bar whose window is complete
-    and finite, NaN rows elsewhere; and the checkpoint's metadata."""
+    """Raw model outputs (logits, or scaled regression values) for every bar whose window is complete and
+    finite, NaN rows elsewhere; and the checkpoint's metadata. :class:`DecisionPolicy` turns them into
+    signals, the same way the live loop does bar by bar."""
     import torch
 
     from ..data.dataset import sliding_windows
@@ -78,21 +80,32 @@ def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
     from ..train.prepare import apply_normalisation
 
     model, meta = load_checkpoint(checkpoint)
-    regression = model.config.get("task") == "regression"
     c = candles
     features = compute_features(
         c.open, c.high, c.low, c.close, c.volume, spec=FeatureSpec.from_dict(meta["feature_spec"])
     )
     windows, end_idx = sliding_windows(apply_normalisation(features, meta["normalisation"]), window_of(meta))
     rows = np.flatnonzero(np.isfinite(windows).all(axis=(1, 2)))
-    chunks = [np.empty((0, model.config["num_outputs"] if regression else 3))]
+    regression = model.config.get("task") == "regression"
+    chunks = [np.empty((0, model.config["num_outputs"] if regression else model.config["num_classes"]))]
     with torch.inference_mode():
         for start in range(0, len(rows), PREDICT_BATCH):
             out = model(torch.from_numpy(np.ascontiguousarray(windows[rows[start : start + PREDICT_BATCH]])))
-            chunks.append((out if regression else torch.softmax(out, dim=1)).double().numpy())
+            chunks.append(out.double().numpy())
     outputs = np.full((len(candles), chunks[0].shape[1]), np.nan)
     outputs[end_idx[rows]] = np.concatenate(chunks)
-    return outputs, {**meta, "task": "regression" if regression else "classification"}
+    return outputs, meta
+
+
+def checkpoint_decisions(
+    checkpoint: str, candles, threshold: float
+) -> tuple[np.ndarray, np.ndarray | None, dict, DecisionPolicy]:
+    """``(signals, probs or None, meta, policy)`` of a checkpoint over ``candles``: the batch side of the
+    one decision path (bars without a complete window are Hold)."""
+    outputs, meta = model_outputs(checkpoint, candles)
+    policy = DecisionPolicy.from_meta(meta, threshold, where=f"checkpoint {checkpoint!r}")
+    signals, probs, _ = policy.batch(outputs)
+    return signals, probs, meta, policy
 
 
 def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
@@ -102,32 +115,47 @@ def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, di
     if args.probs:
         probs = _load_npy("--probs", args.probs, n, (3,))
         return signals_from_probs(probs, args.threshold), probs, None
-    outputs, meta = model_outputs(args.checkpoint, candles)
-    known = np.isfinite(outputs).all(axis=1)
-    if meta["task"] == "regression":  # the first horizon's forward return, back in return units
-        pred = np.where(known, outputs[:, 0] * float(meta.get("target_scale", [1.0])[0]), 0.0)
-        return signals_from_regression(pred, args.threshold), None, meta
-    probs = np.where(known[:, None], outputs, np.array([0.0, 0.0, 1.0]))  # no complete window yet: Hold
-    return signals_from_probs(probs, args.threshold), probs, meta
+    signals, probs, meta, _ = checkpoint_decisions(args.checkpoint, candles, args.threshold)
+    return signals, probs, meta
+
+
+def first_traded_ms(start: str | None, meta: dict | None) -> tuple[int | None, str | None]:
+    """``(start_ms or None for the first bar, note)`` of ``--start`` (YYYY-MM-DD[ HH:MM] UTC, epoch ms,
+    'all'). Without ``--start`` and with a checkpoint the default is the start of its out-of-sample test
+    range: trading the bars it was trained on would report an in-sample fantasy. ``note`` says so."""
+    from ..data.cli import parse_time_ms
+
+    if start == "all":
+        return None, None
+    if start is not None:
+        return parse_time_ms(start, "--start"), None
+    test_range = ((meta or {}).get("ranges") or {}).get("test")
+    if not test_range:
+        return None, None
+    note = f"trading from {test_range[0]} UTC, the checkpoint's out-of-sample test range (--start all for every bar)"
+    return parse_time_ms(test_range[0], "the checkpoint's test range"), note
+
+
+def trained_until_ms(meta: dict | None) -> int | None:
+    """End of the last range the checkpoint was fitted or selected on (train/val), or None if unknown."""
+    from ..data.cli import parse_time_ms
+
+    ranges = (meta or {}).get("ranges") or {}
+    ends = [
+        parse_time_ms(r[-1], f"the checkpoint's {name} range")
+        for name, r in ranges.items()
+        if name in ("train", "val") and r
+    ]
+    return max(ends) if ends else None
 
 
 def _first_traded_bar(args, candles, meta: dict | None) -> int:
-    """Index of the first bar the backtest trades. With a checkpoint the default is the start of its
-    out-of-sample test range: trading the bars it was trained on would report an in-sample fantasy."""
-    from ..data.cli import parse_time_ms
-
-    if args.start == "all":
+    """Index of the first bar the backtest trades (see :func:`first_traded_ms`)."""
+    start_ms, note = first_traded_ms(args.start, meta)
+    if start_ms is None:
         return 0
-    if args.start is not None:
-        start_ms = parse_time_ms(args.start, "--start")
-    else:
-        test_range = ((meta or {}).get("ranges") or {}).get("test")
-        if not test_range:
-            return 0
-        start_ms = parse_time_ms(test_range[0], "the checkpoint's test range")
-        print(
-            f"trading from {test_range[0]} UTC, the checkpoint's out-of-sample test range (--start all for every bar)"
-        )
+    if note:
+        print(note)
     first = int(np.searchsorted(candles.start_ms, start_ms))
     if first >= len(candles) - 1:
         raise UserError(
