@@ -14,6 +14,8 @@ namespace py = pybind11;
 namespace convnext_fast {
 
 namespace {
+std::vector<float> taps_by_channel(const py::array& w, int64_t c);
+
 void py_dwconv_layernorm(const py::handle& x_, const py::handle& conv_weight_, const py::handle& conv_bias_,
                          const py::handle& norm_weight_, const py::handle& norm_bias_, float eps,
                          const py::handle& out_) {
@@ -25,9 +27,7 @@ void py_dwconv_layernorm(const py::handle& x_, const py::handle& conv_weight_, c
   auto nb = checked_array(norm_bias_, "norm_bias", {c});
   auto out = checked_array(out_, "out", {batch, t, c}, true);
   if (!(eps > 0.f)) throw py::value_error("eps must be > 0");
-  std::vector<float> w_kc(static_cast<size_t>(kDwKernel * c));
-  for (int64_t ch = 0; ch < c; ++ch)
-    for (int k = 0; k < kDwKernel; ++k) w_kc[k * c + ch] = cdata(w)[ch * kDwKernel + k];
+  const std::vector<float> w_kc = taps_by_channel(w, c);
   py::gil_scoped_release release;
   dwconv_layernorm(cdata(x), batch, t, c, w_kc.data(), cdata(cb), cdata(nw), cdata(nb), eps, mdata(out));
 }
@@ -60,6 +60,68 @@ void py_bottleneck(const py::handle& x_, const py::handle& n_, const py::handle&
   py::gil_scoped_release release;
   bottleneck(cdata(x), cdata(n), batch, t, c, h, cdata(w1), cdata(b1), cdata(w2), cdata(b2), cdata(gamma), scale,
              mdata(out), hidden);
+}
+
+// The nn.Conv1d depthwise weight [c, 1, 7] transposed to tap-major [7, c] (contiguous channels per tap).
+std::vector<float> taps_by_channel(const py::array& w, int64_t c) {
+  std::vector<float> w_kc(static_cast<size_t>(kDwKernel * c));
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int k = 0; k < kDwKernel; ++k) w_kc[k * c + ch] = cdata(w)[ch * kDwKernel + k];
+  return w_kc;
+}
+
+void py_dwconv_layernorm_backward(const py::handle& grad_, const py::handle& x_, const py::handle& conv_weight_,
+                                  const py::handle& conv_bias_, const py::handle& norm_weight_, float eps,
+                                  const py::handle& dx_, const py::handle& dconv_w_, const py::handle& dconv_b_,
+                                  const py::handle& dnorm_w_, const py::handle& dnorm_b_) {
+  auto x = checked_array(x_, "x", {-1, -1, -1});
+  const int64_t batch = x.shape(0), t = x.shape(1), c = x.shape(2);
+  auto grad = checked_array(grad_, "grad", {batch, t, c});
+  auto w = checked_array(conv_weight_, "conv_weight", {c, 1, kDwKernel});
+  auto cb = checked_array(conv_bias_, "conv_bias", {c});
+  auto nw = checked_array(norm_weight_, "norm_weight", {c});
+  auto dx = checked_array(dx_, "dx", {batch, t, c}, true);
+  auto dw = checked_array(dconv_w_, "dconv_weight", {c, 1, kDwKernel}, true);
+  auto dcb = checked_array(dconv_b_, "dconv_bias", {c}, true);
+  auto dnw = checked_array(dnorm_w_, "dnorm_weight", {c}, true);
+  auto dnb = checked_array(dnorm_b_, "dnorm_bias", {c}, true);
+  if (!(eps > 0.f)) throw py::value_error("eps must be > 0");
+  if (dx.data() == x.data() || dx.data() == grad.data()) throw py::value_error("dx must not share memory with x or grad");
+  const std::vector<float> w_kc = taps_by_channel(w, c);
+  py::gil_scoped_release release;
+  dwconv_layernorm_backward(cdata(x), cdata(grad), batch, t, c, w_kc.data(), cdata(cb), cdata(nw), eps, mdata(dx),
+                            mdata(dw), mdata(dcb), mdata(dnw), mdata(dnb));
+}
+
+void py_bottleneck_backward(const py::handle& grad_, const py::handle& n_, const py::handle& hidden_,
+                            const py::handle& w1_, const py::handle& w2_, const py::handle& b2_,
+                            const py::handle& gamma_, const py::handle& sample_scale_, const py::handle& dn_,
+                            const py::handle& dw1_, const py::handle& db1_, const py::handle& dw2_,
+                            const py::handle& db2_, const py::handle& dgamma_) {
+  auto n = checked_array(n_, "n", {-1, -1, -1});
+  const int64_t batch = n.shape(0), t = n.shape(1), c = n.shape(2);
+  auto grad = checked_array(grad_, "grad", {batch, t, c});
+  auto w1 = checked_array(w1_, "fc1_weight", {-1, c});
+  const int64_t h = w1.shape(0);
+  auto hidden = checked_array(hidden_, "hidden", {batch, t, h});
+  auto w2 = checked_array(w2_, "fc2_weight", {c, h});
+  auto b2 = checked_array(b2_, "fc2_bias", {c});
+  auto gamma = checked_array(gamma_, "gamma", {c});
+  auto dn = checked_array(dn_, "dn", {batch, t, c}, true);
+  auto dw1 = checked_array(dw1_, "dfc1_weight", {h, c}, true);
+  auto db1 = checked_array(db1_, "dfc1_bias", {h}, true);
+  auto dw2 = checked_array(dw2_, "dfc2_weight", {c, h}, true);
+  auto db2 = checked_array(db2_, "dfc2_bias", {c}, true);
+  auto dgamma = checked_array(dgamma_, "dgamma", {c}, true);
+  const float* scale = nullptr;
+  py::array scale_arr;
+  if (!sample_scale_.is_none()) {
+    scale_arr = checked_array(sample_scale_, "sample_scale", {batch});
+    scale = cdata(scale_arr);
+  }
+  py::gil_scoped_release release;
+  bottleneck_backward(cdata(grad), cdata(n), cdata(hidden), batch, t, c, h, cdata(w1), cdata(w2), cdata(b2),
+                      cdata(gamma), scale, mdata(dn), mdata(dw1), mdata(db1), mdata(dw2), mdata(db2), mdata(dgamma));
 }
 
 void py_layernorm(const py::handle& x_, const py::handle& w_, const py::handle& b_, float eps, const py::handle& out_) {
@@ -130,6 +192,15 @@ void register_kernels(py::module_& m) {
         py::arg("fc2_weight"), py::arg("fc2_bias"), py::arg("gamma"), py::arg("sample_scale"), py::arg("out"),
         py::arg("hidden_out") = py::none(),
         "out = x + sample_scale·gamma·(GELU(n·W1ᵀ+b1)·W2ᵀ+b2); hidden_out (optional) gets n·W1ᵀ+b1.");
+  m.def("dwconv_layernorm_backward", &py_dwconv_layernorm_backward, py::arg("grad"), py::arg("x"),
+        py::arg("conv_weight"), py::arg("conv_bias"), py::arg("norm_weight"), py::arg("eps"), py::arg("dx"),
+        py::arg("dconv_weight"), py::arg("dconv_bias"), py::arg("dnorm_weight"), py::arg("dnorm_bias"),
+        "Gradients of dwconv_layernorm for grad of its output (conv and statistics recomputed); float32.");
+  m.def("bottleneck_backward", &py_bottleneck_backward, py::arg("grad"), py::arg("n"), py::arg("hidden"),
+        py::arg("fc1_weight"), py::arg("fc2_weight"), py::arg("fc2_bias"), py::arg("gamma"), py::arg("sample_scale"),
+        py::arg("dn"), py::arg("dfc1_weight"), py::arg("dfc1_bias"), py::arg("dfc2_weight"), py::arg("dfc2_bias"),
+        py::arg("dgamma"),
+        "Gradients of bottleneck (all but x's, which is grad itself) from the saved pre-GELU hidden; float32.");
   m.def("layernorm", &py_layernorm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
         py::arg("out"), "Row-wise LayerNorm of x[rows, C].");
   m.def("linear", &py_linear, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
