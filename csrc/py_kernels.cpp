@@ -151,14 +151,16 @@ struct PackedLinear {
   std::vector<float> weight, bias;  // weight stays only when this CPU cannot run the packed kernel
 };
 
-PackedLinear* make_packed_linear(const py::handle& w_, const py::handle& b_) {
+PackedLinear* make_packed_linear(const py::handle& w_, const py::handle& b_, bool bf16) {
   auto w = checked_array(w_, "weight", {-1, -1});
   const int64_t n = w.shape(0), k = w.shape(1);
   if (n < 1 || k < 1) throw py::value_error("weight must be [N >= 1, K >= 1]");
   auto b = checked_array(b_, "bias", {n});
   auto* lin = new PackedLinear;
   lin->bias.assign(cdata(b), cdata(b) + n);
-  if (packed_gemm_supported())
+  if (bf16)
+    lin->packed = pack_weight_bf16(cdata(w), n, k);
+  else if (packed_gemm_supported())
     lin->packed = pack_weight(cdata(w), n, k);
   else
     lin->weight.assign(cdata(w), cdata(w) + n * k);
@@ -208,7 +210,8 @@ void register_kernels(py::module_& m) {
   py::class_<PackedLinear>(m, "PackedLinear",
                            "out = x·Wᵀ + b over W packed once into 16-column panels (AVX-512 or AVX2/FMA kernel; "
                            "OpenBLAS on CPUs without AVX2).")
-      .def(py::init(&make_packed_linear), py::arg("weight"), py::arg("bias"))
+      .def(py::init(&make_packed_linear), py::arg("weight"), py::arg("bias"), py::arg("bf16") = false,
+           "bf16: keep the weight in bf16 (activations rounded to bf16, fp32 accumulation).")
       .def("forward", &py_packed_linear, py::arg("x"), py::arg("out"), "x[rows, K] → out[rows, N].")
       .def_property_readonly("packed", [](const PackedLinear& lin) { return !lin.packed.empty(); });
   m.def("avx512_supported", &avx512_supported, "This CPU has AVX-512F.");
@@ -216,6 +219,11 @@ void register_kernels(py::module_& m) {
   m.def("set_use_avx512", &set_use_avx512, py::arg("on"),
         "Choose the packed GEMM's AVX-512 kernel (default where supported) or the AVX2 one; returns the "
         "previous choice. For tests and benchmarks.");
+  m.def("bf16_dot_supported", &bf16_dot_supported, "This CPU has AVX512_BF16 (vdpbf16ps).");
+  m.def("uses_bf16_dot", &uses_bf16_dot, "bf16 packed weights run on vdpbf16ps (else a portable loop).");
+  m.def("set_use_bf16_dot", &set_use_bf16_dot, py::arg("on"),
+        "Choose vdpbf16ps (default where supported) or the portable loop for bf16 weights; returns the previous "
+        "choice. For tests and benchmarks.");
   m.def("gelu", &py_gelu, py::arg("x"), py::arg("out"), "Exact-erf GELU of a 1-D array.");
   m.def("get_num_threads", &num_threads, "Threads the kernels' OpenMP loops use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the threads the kernels' OpenMP loops use.");

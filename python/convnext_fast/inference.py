@@ -22,6 +22,13 @@ atto).
 
 The session always computes eval-mode outputs (no drop path), in float32, whatever the model's
 ``training`` flag or dtype.
+
+``precision="bf16"`` (opt-in) keeps the blocks' and downsamples' linear weights in bf16: half the bytes to
+stream, which is what bounds tiny at batch 1. Activations are rounded to bf16 at each of those GEMMs and
+accumulated in fp32, on AVX512_BF16's ``vdpbf16ps`` where the CPU has it (chosen at run time) and a
+portable loop over the same products elsewhere; the stem, LayerNorms, GELU, residuals and head stay fp32.
+Outputs move by ~1e-3 relative; measured accuracy on real windows is in benchmarks/README.md. The default
+``"fp32"`` is unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ import torch
 
 from . import reference
 from ._ext import _C
+from .errors import UserError
+
+PRECISIONS = ("fp32", "bf16")
 
 _version_of = operator.attrgetter("_version")
 
@@ -57,17 +67,21 @@ class InferenceSession:
     """Callable ``session(x)``: ``x`` ``[B, C_in, T]`` (numpy array or tensor) → numpy ``[B, out]`` float32.
 
     ``track_weights``: repack automatically when the model's weights change (default), or snapshot them
-    until :meth:`refresh` (fixed weights, saves the per-call check). Falls back to the model's own eager
-    forward, always on its current weights, when the C++ extension is not built.
+    until :meth:`refresh` (fixed weights, saves the per-call check). ``precision``: ``"fp32"`` (default) or
+    ``"bf16"`` weights (see the module docs). Falls back to the model's own eager fp32 forward, always on its
+    current weights, when the C++ extension is not built.
     """
 
-    def __init__(self, model: reference.ConvNeXt1d, *, track_weights: bool = True):
+    def __init__(self, model: reference.ConvNeXt1d, *, track_weights: bool = True, precision: str = "fp32"):
         if not isinstance(model, reference.ConvNeXt1d):
             raise TypeError(
                 f"model must be a convnext_fast ConvNeXt1d (reference or fused), got {type(model).__name__}"
             )
         if not isinstance(track_weights, bool):
             raise TypeError(f"track_weights must be True or False, got {track_weights!r}")
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.model = model
         self.track_weights = track_weights
         cfg = model.config
@@ -97,7 +111,13 @@ class InferenceSession:
             for k, v in self.model.state_dict().items()
         }
         self._packed = _C.PackedModel(
-            cfg["in_chans"], cfg["dims"], cfg["depths"], self.num_outputs, reference.LN_EPS, weights
+            cfg["in_chans"],
+            cfg["dims"],
+            cfg["depths"],
+            self.num_outputs,
+            reference.LN_EPS,
+            weights,
+            bf16=self.precision == "bf16",
         )
         self._params = list(self.model.parameters())
         self._signature = _signature(self._params)

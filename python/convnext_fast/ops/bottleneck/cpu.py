@@ -84,6 +84,9 @@ def _setup_context(ctx, inputs, output):
     x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, _ = inputs
     ctx.save_for_backward(n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, output[1])
     ctx.x_dtype = x.dtype
+    # hidden is an output only so that it can be saved; without this autograd zero-fills a [B, T, 4C]
+    # gradient for it on every backward (it showed up as aten::fill_ in the training profile)
+    ctx.set_materialize_grads(False)
 
 
 def _backward_torch(
@@ -165,6 +168,8 @@ def _(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, samp
 
 
 def _backward(ctx, grad_y, _grad_hidden):
+    if grad_y is None:  # only hidden was used downstream: it carries no gradient by design
+        return (None,) * 9
     n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
     grads = bottleneck_backward_op(
         grad_y.contiguous(), n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale
