@@ -69,8 +69,8 @@ BF16_IMPLS = ("onnxruntime", "session-snapshot", "session-bf16")
 
 @pytest.mark.parametrize("impl", BF16_IMPLS)
 @pytest.mark.parametrize("variant", ["atto", "tiny"])
-def test_bf16_latency(benchmark, variant, impl):
-    benchmark.group = f"precision {variant} B=1"
+def test_bf16_latency(benchmark, group, variant, impl):
+    benchmark.group = group(f"precision {variant} B=1")
     if impl == "session-bf16":
         from convnext_fast.inference import InferenceSession
 
