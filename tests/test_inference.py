@@ -247,3 +247,23 @@ def test_bf16_on_real_windows_agrees_with_fp32():
     wins = real_windows(DATA, 64, bars=1200)
     stats = bf16_agreement(model(), wins)
     assert stats["argmax_agreement"] >= 0.95 and stats["max_abs_dprob"] <= 5e-3, stats
+
+
+def test_adaptive_threads_same_outputs_and_restores_the_thread_count():
+    m = model()
+    x = np.random.default_rng(4).standard_normal((2, 20, 96)).astype(np.float32)
+    plain = inference.InferenceSession(m, track_weights=False)
+    before = _C.get_num_threads()
+    _C.set_num_threads(2)
+    try:
+        adaptive = inference.InferenceSession(m, track_weights=False, adaptive_threads=True)
+        outs = [adaptive(x) for _ in range(40)]  # both team sizes run (first calls, then probes)
+        assert _C.get_num_threads() == 2
+        assert set(adaptive._team.mean) == {1, 2} and all(v > 0 for v in adaptive._team.mean.values())
+    finally:
+        _C.set_num_threads(before)
+    ref = plain(x)
+    for out in outs:
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="adaptive_threads"):
+        inference.InferenceSession(m, adaptive_threads="yes")
