@@ -2,8 +2,10 @@
 ``torch.compile``, side by side: atto and tiny, B=32 and B=128, T=256, train mode (drop path on).
 
     pytest benchmarks/bench_training.py --benchmark-only --benchmark-json=train.json
-    python -m benchmarks.bench_training atto 32 [rounds]   # round-robin timer: one step of every peer per
-                                                          # round, so load swings hit all of them alike
+    python -m benchmarks.bench_training atto 32 [rounds] [impl,impl..] [threads]
+        # round-robin timer: one step of every peer per round, so load swings hit all of them alike; also
+        # reports CPU time per step, which with threads=1 is robust to a machine busy with other processes
+        # (wall time then mostly measures the scheduler)
 """
 
 from __future__ import annotations
@@ -64,30 +66,42 @@ def test_train_step(benchmark, variant, batch, impl):
     benchmark.pedantic(step, rounds=ROUNDS[batch], iterations=1, warmup_rounds=1)
 
 
-def round_robin(variant: str, batch: int, rounds: int, impls=TRAIN_IMPLS) -> dict[str, list[float]]:
-    torch.set_num_threads(THREADS)
+def round_robin(
+    variant: str, batch: int, rounds: int, impls=TRAIN_IMPLS, threads: int = THREADS
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(wall times, process CPU times) per impl, one step of each impl per round."""
+    from convnext_fast._ext import _C
+
+    torch.set_num_threads(threads)
+    if _C is not None:
+        _C.set_num_threads(threads)
     steps = {impl: train_step_fn(impl, variant, batch) for impl in impls}
     for step in steps.values():
         step()
         step()
-    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    wall: dict[str, list[float]] = {impl: [] for impl in impls}
+    cpu: dict[str, list[float]] = {impl: [] for impl in impls}
     for _ in range(rounds):
         for impl, step in steps.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
-            times[impl].append(time.perf_counter() - start)
-    return times
+            wall[impl].append(time.perf_counter() - start)
+            cpu[impl].append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 if __name__ == "__main__":
     variant, batch = sys.argv[1], int(sys.argv[2])
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     impls = tuple(sys.argv[4].split(",")) if len(sys.argv) > 4 else TRAIN_IMPLS
-    result = round_robin(variant, batch, rounds, impls)
-    best = min(min(v) for v in result.values())
-    for impl, ts in result.items():
-        ts = sorted(ts)
-        print(
-            f"{variant} B={batch} {impl:18s} min {ts[0] * 1e3:8.2f} ms  median {ts[len(ts) // 2] * 1e3:8.2f} ms  "
-            f"min/best {ts[0] / best:.2f}"
-        )
+    threads = int(sys.argv[5]) if len(sys.argv) > 5 else THREADS
+    for label, result in zip(
+        ("wall", "cpu"), round_robin(variant, batch, rounds, impls, threads), strict=True
+    ):
+        best = min(min(v) for v in result.values())
+        for impl, ts in result.items():
+            ts = sorted(ts)
+            print(
+                f"{variant} B={batch} threads={threads} {label:4s} {impl:18s} min {ts[0] * 1e3:8.2f} ms  "
+                f"median {ts[len(ts) // 2] * 1e3:8.2f} ms  min/best {ts[0] / best:.2f}"
+            )
