@@ -1,5 +1,7 @@
-"""Whole-model latency/throughput, every peer side by side per (variant, batch) group, plus a training
-step and peak RSS at B=256 (each in a fresh subprocess, so one measurement cannot inflate another).
+"""Whole-model latency/throughput, every peer side by side per (variant, batch) group, many symbols per
+call (one session call for N windows), and peak RSS at B=256 (each in a fresh subprocess, so one
+measurement cannot inflate another). The training step lives in bench_training.py. ``--cotenant`` runs
+everything beside one busy process.
 
     pytest benchmarks/bench_model.py --benchmark-only --benchmark-json=bench.json
     python scripts/bench_table.py bench.json
@@ -13,10 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-import convnext_fast
-from benchmarks.conftest import IMPLS, forward_fn, reference_model
+from benchmarks.conftest import IMPLS, forward_fn, reference_model, window
 
 ROUNDS = {1: 100, 32: 5, 256: 2}  # B=256 tiny is ~2.5 s a call
 
@@ -24,31 +24,29 @@ ROUNDS = {1: 100, 32: 5, 256: 2}  # B=256 tiny is ~2.5 s a call
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("batch", [1, 32, 256])
 @pytest.mark.parametrize("variant", ["atto", "tiny"])
-def test_forward(benchmark, variant, batch, impl):
-    benchmark.group = f"model {variant} B={batch}"
+def test_forward(benchmark, group, variant, batch, impl):
+    benchmark.group = group(f"model {variant} B={batch}")
     run = forward_fn(impl, variant, batch)
     run()  # compile / pack / first-touch outside the timing
     benchmark.pedantic(run, rounds=ROUNDS[batch], iterations=1, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fused"])
-def test_train_step(benchmark, impl):
-    """Forward + backward + SGD step, atto, B=32, drop path on (train mode)."""
-    benchmark.group = "train step atto B=32"
-    model = reference_model("atto")
-    model = convnext_fast.convert(model) if impl == "fused" else type(model)(**model.config)
-    model.load_state_dict(reference_model("atto").state_dict())
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    x, y = torch.randn(32, 20, 256), torch.randint(0, 3, (32,))
+SYMBOLS_ROUNDS = {1: 100, 4: 50, 16: 20, 64: 10}
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
 
-    step()
-    benchmark.pedantic(step, rounds=15, iterations=1, warmup_rounds=1)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("n", [1, 4, 16, 64])
+@pytest.mark.parametrize("variant", ["atto", "tiny"])
+def test_many_symbols(benchmark, group, variant, n, precision):
+    """One session call for N windows (one per symbol), snapshot session, 2 threads: how it scales with N."""
+    from convnext_fast.inference import InferenceSession
+
+    benchmark.group = group(f"symbols {variant} {precision}")
+    benchmark.extra_info["n"] = n
+    session = InferenceSession(reference_model(variant), track_weights=False, precision=precision)
+    x = window(n)
+    session(x)
+    benchmark.pedantic(lambda: session(x), rounds=SYMBOLS_ROUNDS[n], iterations=1, warmup_rounds=1)
 
 
 RSS_SCRIPT = """

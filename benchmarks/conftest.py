@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +27,38 @@ C_IN, T = 20, 256
 def _threads():
     torch.set_num_threads(THREADS)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--cotenant",
+        action="store_true",
+        help="run one busy co-tenant process (a pure-Python spin loop) for the whole session: latency under "
+        "contention; groups get a ' +cotenant' suffix so bench_table.py can pair them with a quiet run",
+    )
+
+
+COTENANT = "import time\nwhile True:\n    time.perf_counter()\n"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cotenant(request):
+    """Start the busy co-tenant (``--cotenant``) before the first benchmark and stop it after the last."""
+    if not request.config.getoption("--cotenant"):
+        yield False
+        return
+    proc = subprocess.Popen([sys.executable, "-c", COTENANT])
+    try:
+        yield True
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def group(cotenant):
+    """``group(name)``: the benchmark group name, marked when the co-tenant runs."""
+    return lambda name: f"{name} +cotenant" if cotenant else name
 
 
 @functools.cache

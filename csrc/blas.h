@@ -14,4 +14,18 @@ inline void gemm_nt(int m, int n, int k, const float* a, int lda, const float* w
   scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.f, a, lda, w, ldw, beta, c, ldc);
 }
 
+// C[M,N] = A[M,K] · B[K,N] + beta·C  (the backward's data gradients: dA = dC · W).
+inline void gemm_nn(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc,
+                    float beta = 0.f) {
+  if (m <= 0 || n <= 0) return;
+  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc);
+}
+
+// C[M,N] = A[K,M]ᵀ · B[K,N] + beta·C  (the backward's weight gradients: dW = dCᵀ · X over K rows).
+inline void gemm_tn(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc,
+                    float beta = 0.f) {
+  if (m <= 0 || n <= 0) return;
+  scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc);
+}
+
 }  // namespace convnext_fast

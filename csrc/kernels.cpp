@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "blas.h"
@@ -155,6 +156,59 @@ void bias_gelu_span(float* h, const float* bias, int64_t n, float* act) {
     h[i] = v;
     act[i] = gelu_erf(v);
   }
+}
+
+// exp(x) for x ≤ 0 (Cephes' range reduction and polynomial, ~1 ulp), for the GELU derivative's Gaussian.
+__attribute__((target("avx2,fma"))) static inline __m256 exp_nonpos8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+// act = GELU(z) and dz = da · GELU'(z), GELU'(z) = Φ(z) + z·φ(z), one pass sharing the erf; dz may alias da.
+static inline void gelu_backward_scalar(float z, float da, float* act, float* dz) {
+  const float cdf = 0.5f * (1.f + erf_rational(z * kSqrtHalf));
+  *act = z * cdf;
+  *dz = da * (cdf + z * kInvSqrt2Pi * std::exp(-0.5f * z * z));
+}
+
+__attribute__((target("avx2,fma"))) static void gelu_backward_span_avx2(const float* pre, float* da_dz, int64_t n,
+                                                                        float* act) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 z = _mm256_loadu_ps(pre + i);
+    const __m256 x = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(z, _mm256_set1_ps(kSqrtHalf)), _mm256_set1_ps(4.f)),
+                                   _mm256_set1_ps(-4.f));
+    const __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(kErfP[0]), q = _mm256_set1_ps(kErfQ[0]);
+    for (int j = 1; j < 7; ++j) p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(kErfP[j]));
+    for (int j = 1; j < 5; ++j) q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(kErfQ[j]));
+    const __m256 half = _mm256_set1_ps(0.5f);
+    const __m256 cdf = _mm256_fmadd_ps(half, _mm256_div_ps(_mm256_mul_ps(p, x), q), half);
+    const __m256 pdf = _mm256_mul_ps(_mm256_set1_ps(kInvSqrt2Pi),
+                                     exp_nonpos8(_mm256_mul_ps(_mm256_set1_ps(-0.5f), _mm256_mul_ps(z, z))));
+    _mm256_storeu_ps(act + i, _mm256_mul_ps(z, cdf));
+    _mm256_storeu_ps(da_dz + i, _mm256_mul_ps(_mm256_loadu_ps(da_dz + i), _mm256_fmadd_ps(z, pdf, cdf)));
+  }
+  for (; i < n; ++i) gelu_backward_scalar(pre[i], da_dz[i], act + i, da_dz + i);
+}
+
+void gelu_backward_span(const float* pre, float* da_dz, int64_t n, float* act) {
+  if (kHaveAvx2) return gelu_backward_span_avx2(pre, da_dz, n, act);
+  for (int64_t i = 0; i < n; ++i) gelu_backward_scalar(pre[i], da_dz[i], act + i, da_dz + i);
 }
 
 CNF_SIMD_CLONES void residual_span(const float* x, const float* branch, const float* b2, const float* gamma, float scale,
@@ -366,6 +420,194 @@ void convnext_block(float* h, float* n, int64_t batch, int64_t t, int64_t c, con
     }
     bottleneck_columns_team(h, n, rows, t, c, hidden, mb, w1, b1, w2, b2, gamma, nullptr, h, nullptr, w1_packed,
                             w2_packed, act_buf, branch_buf);
+  }
+}
+
+namespace {
+// Per-thread partial sums of the weight gradients, summed once at the end (a shared atomic add per row
+// would serialise the threads). Zeroed here.
+std::vector<float>& partials(int nt, int64_t per_thread) {
+  thread_local std::vector<float> buf;
+  buf.assign(static_cast<size_t>(nt * per_thread), 0.f);
+  return buf;
+}
+
+// dy for one row of LayerNorm(conv): recompute conv + statistics, accumulate dnorm_w / dnorm_b / dconv_w /
+// dconv_b partials (part: [dnorm_w c | dnorm_b c | dconv_b c | dconv_w 7c, tap-major]).
+CNF_SIMD_CLONES void dwconv_layernorm_backward_row(const float* xb, int64_t t_len, int64_t c, int64_t t,
+                                                   const float* w_kc, const float* conv_bias, const float* norm_w,
+                                                   float eps, const float* g, float* y, float* dy, float* part) {
+  for (int64_t i = 0; i < c; ++i) y[i] = conv_bias[i];
+  for (int k = 0; k < kDwKernel; ++k) {
+    const int64_t src = t + k - kDwKernel / 2;
+    if (src < 0 || src >= t_len) continue;
+    const float* xr = xb + src * c;
+    const float* wk = w_kc + k * c;
+    for (int64_t i = 0; i < c; ++i) y[i] += wk[i] * xr[i];
+  }
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < c; ++i) sum += y[i];
+  const float mean = sum / static_cast<float>(c);
+  float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < c; ++i) sq += (y[i] - mean) * (y[i] - mean);
+  const float rstd = 1.f / std::sqrt(sq / static_cast<float>(c) + eps);
+  float s1 = 0.f, s2 = 0.f;  // Σ g·w and Σ g·w·x̂
+  float* dnw = part;
+  float* dnb = part + c;
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t i = 0; i < c; ++i) {
+    const float xhat = (y[i] - mean) * rstd;
+    y[i] = xhat;
+    const float gw = g[i] * norm_w[i];
+    s1 += gw;
+    s2 += gw * xhat;
+    dnw[i] += g[i] * xhat;
+    dnb[i] += g[i];
+  }
+  const float m1 = s1 / static_cast<float>(c), m2 = s2 / static_cast<float>(c);
+  float* dcb = part + 2 * c;
+  for (int64_t i = 0; i < c; ++i) {
+    dy[i] = rstd * (g[i] * norm_w[i] - m1 - y[i] * m2);
+    dcb[i] += dy[i];
+  }
+  for (int k = 0; k < kDwKernel; ++k) {
+    const int64_t src = t + k - kDwKernel / 2;
+    if (src < 0 || src >= t_len) continue;
+    const float* xr = xb + src * c;
+    float* dw = part + (3 + k) * c;
+    for (int64_t i = 0; i < c; ++i) dw[i] += dy[i] * xr[i];
+  }
+}
+
+// dx row s = Σ_k w[k] · dy[s − k + 3] (the conv's transpose).
+CNF_SIMD_CLONES void dwconv_input_grad_row(const float* dyb, int64_t t_len, int64_t c, int64_t s, const float* w_kc,
+                                           float* dx) {
+  for (int64_t i = 0; i < c; ++i) dx[i] = 0.f;
+  for (int k = 0; k < kDwKernel; ++k) {
+    const int64_t src = s - k + kDwKernel / 2;
+    if (src < 0 || src >= t_len) continue;
+    const float* dr = dyb + src * c;
+    const float* wk = w_kc + k * c;
+    for (int64_t i = 0; i < c; ++i) dx[i] += wk[i] * dr[i];
+  }
+}
+}  // namespace
+
+void dwconv_layernorm_backward(const float* x, const float* grad, int64_t batch, int64_t t, int64_t c,
+                               const float* w_kc, const float* conv_bias, const float* norm_w, float eps, float* dx,
+                               float* dconv_w, float* dconv_b, float* dnorm_w, float* dnorm_b) {
+  const int64_t rows = batch * t, per_thread = (3 + kDwKernel) * c;
+  const int nt = (g_threads > 1 && rows * c * kDwKernel > kParallelMinWork) ? g_threads : 1;
+  std::vector<float>& part = partials(nt, per_thread);
+  std::unique_ptr<float[]> dy(new float[static_cast<size_t>(rows * c)]);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    float* mine = part.data() + omp_get_thread_num() * per_thread;
+    float* y = scratch(0, static_cast<size_t>(c));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      dwconv_layernorm_backward_row(x + (r / t) * t * c, t, c, r % t, w_kc, conv_bias, norm_w, eps, grad + r * c, y,
+                                    dy.get() + r * c, mine);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r)
+      dwconv_input_grad_row(dy.get() + (r / t) * t * c, t, c, r % t, w_kc, dx + r * c);
+  }
+  for (int64_t i = 0; i < c; ++i) {
+    float nw = 0.f, nb = 0.f, cb = 0.f;
+    for (int th = 0; th < nt; ++th) {
+      const float* p = part.data() + th * per_thread;
+      nw += p[i];
+      nb += p[c + i];
+      cb += p[2 * c + i];
+    }
+    dnorm_w[i] = nw;
+    dnorm_b[i] = nb;
+    dconv_b[i] = cb;
+    for (int k = 0; k < kDwKernel; ++k) {
+      float w = 0.f;
+      for (int th = 0; th < nt; ++th) w += part[th * per_thread + (3 + k) * c + i];
+      dconv_w[i * kDwKernel + k] = w;
+    }
+  }
+}
+
+void bottleneck_backward(const float* grad_y, const float* n, const float* pre, int64_t batch, int64_t t, int64_t c,
+                         int64_t h, const float* w1, const float* w2, const float* b2, const float* gamma,
+                         const float* sample_scale, float* dn, float* dw1, float* db1, float* dw2, float* db2,
+                         float* dgamma) {
+  const int64_t rows = batch * t;
+  const bool parallel = g_threads > 1 && 4 * rows * c * h > split_columns_min_flops();
+  const int nt = parallel ? g_threads : 1;
+  // gs = grad_y · drop-path scale (needed whole for dW2), act = GELU(pre) and dz for the weight GEMMs.
+  std::unique_ptr<float[]> gs(new float[static_cast<size_t>(rows * c)]);
+  std::unique_ptr<float[]> act(new float[static_cast<size_t>(rows * h)]);
+  std::unique_ptr<float[]> dz(new float[static_cast<size_t>(rows * h)]);
+  std::vector<float>& part = partials(nt, 2 * c);  // per thread: dgamma's Σ W2 ⊙ (gsᵀ·act) | Σ_rows gs
+  const int64_t mb = rows_per_block(h);
+  int64_t nblocks = (rows + mb - 1) / mb;
+  nblocks = (nblocks + nt - 1) / nt * nt;
+  const int64_t block_rows = (rows + nblocks - 1) / nblocks;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    // Row blocks: the data gradients, each block's [rows, h] slices staying in this core's cache between
+    // the GEMM writing da, the GELU-backward pass and the GEMM reading dz.
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      const int64_t r0 = std::min(rows, blk * block_rows), m = std::min(block_rows, rows - r0);
+      if (m <= 0) continue;
+      float* gsg = scratch(2, static_cast<size_t>(m * c));
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t r = r0 + i;
+        const float s = sample_scale != nullptr ? sample_scale[r / t] : 1.f;
+        for (int64_t j = 0; j < c; ++j) {
+          const float v = grad_y[r * c + j] * s;
+          gs[r * c + j] = v;
+          gsg[i * c + j] = v * gamma[j];
+        }
+      }
+      gemm_nn(m, h, c, gsg, c, w2, h, dz.get() + r0 * h, h);
+      detail::gelu_backward_span(pre + r0 * h, dz.get() + r0 * h, m * h, act.get() + r0 * h);
+      gemm_nn(m, c, h, dz.get() + r0 * h, h, w1, c, dn + r0 * c, c);
+    }
+    // Column slices of the weight gradients over all rows: dW1[h0:h1] = dzᵀ·n, (gsᵀ·act)[:, h0:h1], which
+    // gives dW2 = gamma ⊙ it and dgamma's Σ_h W2 ⊙ it.
+    const int parts = omp_get_num_threads(), index = omp_get_thread_num();
+    int64_t h0, h1, c0, c1;
+    split_range(h, parts, index, &h0, &h1);
+    split_range(c, parts, index, &c0, &c1);
+    float* mine = part.data() + index * 2 * c;
+    if (h1 > h0) {
+      gemm_tn(h1 - h0, c, rows, dz.get() + h0, h, n, c, dw1 + h0 * c, c);
+      for (int64_t j = h0; j < h1; ++j) db1[j] = 0.f;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* dr = dz.get() + r * h;
+        for (int64_t j = h0; j < h1; ++j) db1[j] += dr[j];
+      }
+      gemm_tn(c, h1 - h0, rows, gs.get(), c, act.get() + h0, h, dw2 + h0, h);
+      for (int64_t i = 0; i < c; ++i) {
+        float acc = 0.f;
+        float* row = dw2 + i * h;
+        const float* wrow = w2 + i * h;
+        for (int64_t j = h0; j < h1; ++j) {
+          acc += wrow[j] * row[j];
+          row[j] *= gamma[i];
+        }
+        mine[i] = acc;
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = c0; j < c1; ++j) mine[c + j] += gs[r * c + j];
+  }
+  for (int64_t i = 0; i < c; ++i) {
+    float dg = 0.f, sum = 0.f;
+    for (int th = 0; th < nt; ++th) {
+      dg += part[th * 2 * c + i];
+      sum += part[th * 2 * c + c + i];
+    }
+    dgamma[i] = dg + sum * b2[i];
+    db2[i] = gamma[i] * sum;
   }
 }
 

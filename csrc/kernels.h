@@ -43,6 +43,23 @@ void convnext_block(float* h, float* n, int64_t batch, int64_t t, int64_t c, con
 void linear_rows(const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out,
                  const PackedWeight* packed = nullptr);
 
+// Backward of dwconv_layernorm for a gradient `grad` of its output. The conv row and its LayerNorm statistics
+// are recomputed row by row (7 multiply-adds and two reductions per element, cheaper than writing and
+// re-reading a saved [B, T, C] conv output). Writes dx [batch, t, c], dconv_w [c, 7] (the nn.Conv1d layout
+// [c, 1, 7]), dconv_b, dnorm_w, dnorm_b [c]. dx must not alias x or grad.
+void dwconv_layernorm_backward(const float* x, const float* grad, int64_t batch, int64_t t, int64_t c,
+                               const float* w_kc, const float* conv_bias, const float* norm_w, float eps, float* dx,
+                               float* dconv_w, float* dconv_b, float* dnorm_w, float* dnorm_b);
+
+// Backward of bottleneck for a gradient grad_y of y (the residual's gradient is grad_y itself, not written
+// here). pre: the forward's saved pre-GELU activation [batch·t, h]. Writes dn [batch·t, c], dw1 [h, c],
+// db1 [h], dw2 [c, h], db2 [c], dgamma [c]. The four GEMMs run on OpenBLAS (the weights change every step,
+// so packing them would not pay).
+void bottleneck_backward(const float* grad_y, const float* n, const float* pre, int64_t batch, int64_t t, int64_t c,
+                         int64_t h, const float* w1, const float* w2, const float* b2, const float* gamma,
+                         const float* sample_scale, float* dn, float* dw1, float* db1, float* dw2, float* db2,
+                         float* dgamma);
+
 // Exact-erf GELU applied to n values (a vectorisable rational erf, max error a few float ulps).
 void gelu(const float* in, int64_t n, float* out);
 

@@ -4,13 +4,45 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <utility>
+#include <vector>
 
 namespace convnext_fast {
 
 namespace {
 bool g_avx512 = __builtin_cpu_supports("avx512f");
+bool g_bf16_dot = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
 }  // namespace
+
+bool bf16_dot_supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"); }
+
+bool set_use_bf16_dot(bool on) {
+  const bool before = g_bf16_dot;
+  g_bf16_dot = on && bf16_dot_supported();
+  return before;
+}
+
+bool uses_bf16_dot() { return g_bf16_dot; }
+
+uint16_t to_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+PackedWeight pack_weight_bf16(const float* w, int64_t n, int64_t k) {
+  PackedWeight p;
+  p.n = n;
+  p.k = k;
+  const int64_t panels = (n + kPanel - 1) / kPanel, k2 = (k + 1) / 2;
+  p.panels_bf16.assign(static_cast<size_t>(panels * k2 * kPanel * 2), 0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t i = 0; i < k; ++i)
+      p.panels_bf16[(((j / kPanel) * k2 + i / 2) * kPanel + j % kPanel) * 2 + i % 2] = to_bf16(w[j * k + i]);
+  return p;
+}
 
 bool avx512_supported() { return __builtin_cpu_supports("avx512f"); }
 
@@ -192,10 +224,130 @@ void packed_gemm_avx512(const float* a, int64_t m, int64_t lda, const PackedWeig
     }
   }
 }
+
+// ---- bf16 weights ----
+// The activations, rounded to bf16 and paired along k as 32-bit words (the broadcast operand of vdpbf16ps):
+// row r's pair i is (a[r, 2i], a[r, 2i+1]), a zero past an odd k. Per-thread scratch reused across calls.
+const uint32_t* bf16_pairs(const float* a, int64_t m, int64_t lda, int64_t k) {
+  thread_local std::vector<uint32_t> buf;
+  const int64_t k2 = (k + 1) / 2;
+  if (buf.size() < static_cast<size_t>(m * k2)) buf.resize(static_cast<size_t>(m * k2));
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = a + r * lda;
+    uint32_t* out = buf.data() + r * k2;
+    for (int64_t i = 0; i < k / 2; ++i)
+      out[i] = static_cast<uint32_t>(to_bf16(row[2 * i])) | (static_cast<uint32_t>(to_bf16(row[2 * i + 1])) << 16);
+    if (k % 2) out[k2 - 1] = to_bf16(row[k - 1]);
+  }
+  return buf.data();
+}
+
+// MR rows × NP panels with vdpbf16ps: each step multiplies one k pair of 16·NP columns, two multiply-adds
+// per lane, into fp32 accumulators. Same register plan, tiling and spread prefetch as tile512.
+template <int MR, int NP>
+__attribute__((target("avx512f,avx512bf16"))) void tile_bf16(const uint32_t* a, int64_t lda, const uint16_t* panel,
+                                                             int64_t k2, const float* bias, float* c, int64_t ldc,
+                                                             int64_t cols, const char* pf, int64_t pf_lines) {
+  const __mmask16 m0 = lane_mask(cols), m1 = NP == 2 ? lane_mask(cols - kPanel) : 0;
+  const __m512 init0 = bias != nullptr ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 init1 = NP == 2 && bias != nullptr ? _mm512_maskz_loadu_ps(m1, bias + kPanel) : _mm512_setzero_ps();
+  const uint16_t* panel1 = panel + k2 * kPanel * 2;
+  __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = init0;
+    acc1[r] = init1;
+  }
+  SpreadPrefetch prefetch{pf, pf_lines, k2};
+  for (int64_t p = 0; p < k2; ++p) {
+    prefetch.step();
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + p * kPanel * 2);
+    const __m512bh w1 = NP == 2 ? (__m512bh)_mm512_loadu_si512(panel1 + p * kPanel * 2) : w0;
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * lda + p]));
+      acc0[r] = _mm512_dpbf16_ps(acc0[r], av, w0);
+      if (NP == 2) acc1[r] = _mm512_dpbf16_ps(acc1[r], av, w1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    _mm512_mask_storeu_ps(c + r * ldc, m0, acc0[r]);
+    if (NP == 2) _mm512_mask_storeu_ps(c + r * ldc + kPanel, m1, acc1[r]);
+  }
+}
+
+using TileBf16Fn = void (*)(const uint32_t*, int64_t, const uint16_t*, int64_t, const float*, float*, int64_t,
+                            int64_t, const char*, int64_t);
+template <int NP, size_t... R>
+constexpr std::array<TileBf16Fn, sizeof...(R) + 1> tiles_bf16(std::index_sequence<R...>) {
+  return {nullptr, tile_bf16<static_cast<int>(R) + 1, NP>...};
+}
+constexpr auto kTilesBf16One = tiles_bf16<1>(std::make_index_sequence<kMaxRows512>());
+constexpr auto kTilesBf16Two = tiles_bf16<2>(std::make_index_sequence<kMaxRows512>());
+
+inline float bf16_to_float(uint32_t bits16) {
+  const uint32_t u = bits16 << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// The portable path: the same bf16 products, one panel and one row at a time (auto-vectorised over the
+// 16 columns where the target allows).
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void panel_bf16_portable(
+    const uint32_t* a, int64_t lda, int64_t m, const uint16_t* panel, int64_t k2, const float* bias, float* c,
+    int64_t ldc, int64_t cols) {
+  for (int64_t r = 0; r < m; ++r) {
+    float acc[kPanel];
+    for (int64_t j = 0; j < kPanel; ++j) acc[j] = bias != nullptr && j < cols ? bias[j] : 0.f;
+    const uint32_t* ar = a + r * lda;
+    for (int64_t p = 0; p < k2; ++p) {
+      const float a0 = bf16_to_float(ar[p] & 0xffffu), a1 = bf16_to_float(ar[p] >> 16);
+      const uint16_t* wp = panel + p * kPanel * 2;
+      for (int64_t j = 0; j < kPanel; ++j) acc[j] += a0 * bf16_to_float(wp[2 * j]) + a1 * bf16_to_float(wp[2 * j + 1]);
+    }
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[j];
+  }
+}
+
+void packed_gemm_bf16(const float* a_f32, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
+                      const float* bias, float* c, int64_t ldc) {
+  const int64_t k2 = (w.k + 1) / 2, panel_size = k2 * kPanel * 2;
+  const uint32_t* a = bf16_pairs(a_f32, m, lda, w.k);
+  if (!g_bf16_dot) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t col0 = p * kPanel;
+      panel_bf16_portable(a, k2, m, w.panels_bf16.data() + p * panel_size, k2, bias != nullptr ? bias + col0 : nullptr,
+                          c + col0, ldc, std::min(kPanel, w.n - col0));
+    }
+    return;
+  }
+  const int64_t tiles = (m + kMaxRows512 - 1) / kMaxRows512;
+  for (int64_t p = p0; p < p1; p += 2) {
+    const int64_t np = std::min<int64_t>(2, p1 - p);
+    const uint16_t* panel = w.panels_bf16.data() + p * panel_size;
+    const int64_t col0 = p * kPanel, cols = std::min(np * kPanel, w.n - col0);
+    const float* strip_bias = bias != nullptr ? bias + col0 : nullptr;
+    // a panel is k2 cache lines (16 columns × 2 bf16 = 64 bytes per k pair)
+    const char* next = reinterpret_cast<const char*>(panel + np * panel_size);
+    const int64_t next_lines = p + np >= p1 ? 0 : std::min<int64_t>(2, p1 - p - np) * k2;
+    const auto& table = np == 2 ? kTilesBf16Two : kTilesBf16One;
+    int64_t r = 0;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t left = m - r, rows = (left + (tiles - t) - 1) / (tiles - t);
+      const int64_t line0 = t * next_lines / tiles, line1 = (t + 1) * next_lines / tiles;
+      table[rows](a + r * k2, k2, panel, k2, strip_bias, c + r * ldc + col0, ldc, cols, next + line0 * kCacheLine,
+                  line1 - line0);
+      r += rows;
+    }
+  }
+}
 }  // namespace
 
 void packed_gemm(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
                  const float* bias, float* c, int64_t ldc) {
+  if (w.is_bf16()) return packed_gemm_bf16(a, m, lda, w, p0, p1, bias, c, ldc);
   if (g_avx512) return packed_gemm_avx512(a, m, lda, w, p0, p1, bias, c, ldc);
   // Rows are cut into tiles of nearly equal height (8 rows → 4 + 4, not 6 + 2): a 2-row tile does
   // 4 FMAs per 4 loads and would run at half speed.

@@ -17,16 +17,16 @@ std::vector<float> taps_major(const std::vector<float>& w, int64_t c, int64_t k)
 }
 
 // On AVX2+FMA CPUs the weight is packed into panels and the row-major copy freed, so the session holds
-// each weight once; elsewhere the row-major copy stays for OpenBLAS.
-void pack_or_keep(std::vector<float>& w, int64_t n, int64_t k, PackedWeight* packed) {
+// each weight once; elsewhere the row-major copy stays for OpenBLAS. bf16 panels run on any x86-64.
+void pack_or_keep(std::vector<float>& w, int64_t n, int64_t k, PackedWeight* packed, bool bf16 = false) {
   static const bool supported = packed_gemm_supported();
-  if (!supported) return;
-  *packed = pack_weight(w.data(), n, k);
+  if (!supported && !bf16) return;
+  *packed = bf16 ? pack_weight_bf16(w.data(), n, k) : pack_weight(w.data(), n, k);
   std::vector<float>().swap(w);
 }
 }  // namespace
 
-PackedBlock::PackedBlock(int64_t dim, float eps, const std::string& prefix, const WeightLookup& lookup)
+PackedBlock::PackedBlock(int64_t dim, float eps, const std::string& prefix, const WeightLookup& lookup, bool bf16)
     : dim_(dim), eps_(eps) {
   dw_kc_ = taps_major(lookup(prefix + "conv_dw.weight", {dim, 1, kDwKernel}), dim, kDwKernel);
   dw_bias_ = lookup(prefix + "conv_dw.bias", {dim});
@@ -37,8 +37,8 @@ PackedBlock::PackedBlock(int64_t dim, float eps, const std::string& prefix, cons
   fc2_w_ = lookup(prefix + "mlp.fc2.weight", {dim, 4 * dim});
   fc2_b_ = lookup(prefix + "mlp.fc2.bias", {dim});
   gamma_ = lookup(prefix + "gamma", {dim});
-  pack_or_keep(fc1_w_, 4 * dim, dim, &fc1_packed_);
-  pack_or_keep(fc2_w_, dim, 4 * dim, &fc2_packed_);
+  pack_or_keep(fc1_w_, 4 * dim, dim, &fc1_packed_, bf16);
+  pack_or_keep(fc2_w_, dim, 4 * dim, &fc2_packed_, bf16);
 }
 
 void PackedBlock::forward(float* h, float* n, int64_t batch, int64_t t) const {
@@ -48,7 +48,7 @@ void PackedBlock::forward(float* h, float* n, int64_t batch, int64_t t) const {
 }
 
 PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths,
-                         int64_t num_outputs, float eps, const WeightLookup& lookup)
+                         int64_t num_outputs, float eps, const WeightLookup& lookup, bool bf16)
     : in_chans_(in_chans), num_outputs_(num_outputs), eps_(eps), dims_(std::move(dims)) {
   if (dims_.size() != 4 || depths.size() != 4) throw std::invalid_argument("dims and depths need 4 entries each");
   const int64_t d0 = dims_[0];
@@ -74,10 +74,10 @@ PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vecto
         for (int64_t i = 0; i < prev; ++i)
           for (int64_t k = 0; k < 2; ++k) stage.down_w[(o * 2 + k) * prev + i] = w[(o * prev + i) * 2 + k];
       stage.down_b = lookup(p + "downsample.1.bias", {dim});
-      pack_or_keep(stage.down_w, dim, 2 * prev, &stage.down_packed);
+      pack_or_keep(stage.down_w, dim, 2 * prev, &stage.down_packed, bf16);
     }
     for (int64_t j = 0; j < depths[s]; ++j)
-      stage.blocks.emplace_back(dim, eps, p + "blocks." + std::to_string(j) + ".", lookup);
+      stage.blocks.emplace_back(dim, eps, p + "blocks." + std::to_string(j) + ".", lookup, bf16);
     stages_.push_back(std::move(stage));
     prev = dim;
   }

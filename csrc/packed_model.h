@@ -16,7 +16,8 @@ using WeightLookup = std::function<std::vector<float>(const std::string& name, c
 // weights copied in once; `prefix` + "conv_dw.weight" etc. name its state_dict entries.
 class PackedBlock {
  public:
-  PackedBlock(int64_t dim, float eps, const std::string& prefix, const WeightLookup& lookup);
+  // bf16: the two linear layers hold bf16 weights (pack_weight_bf16), everything else stays fp32.
+  PackedBlock(int64_t dim, float eps, const std::string& prefix, const WeightLookup& lookup, bool bf16 = false);
 
   // h: [batch, t, dim] channels-last, updated in place; n: scratch of the same size.
   void forward(float* h, float* n, int64_t batch, int64_t t) const;
@@ -36,7 +37,7 @@ class PackedModel {
   static constexpr int64_t kStemStride = 4;
 
   PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths, int64_t num_outputs,
-              float eps, const WeightLookup& lookup);
+              float eps, const WeightLookup& lookup, bool bf16 = false);  // bf16: blocks and downsamples
 
   // x: [batch, in_chans, t] channels-first (the public model layout), t >= 32; the oldest t % 32 bars are
   // dropped like the reference does. out: [batch, num_outputs].

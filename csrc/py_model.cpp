@@ -28,12 +28,14 @@ void register_model(py::module_& m) {
   py::class_<PackedModel>(m, "PackedModel",
                           "A ConvNeXt-1D with weights copied into C++ once; forward runs in a single call.")
       .def(py::init([](int64_t in_chans, std::vector<int64_t> dims, std::vector<int64_t> depths, int64_t num_outputs,
-                       float eps, const py::dict& weights) {
+                       float eps, const py::dict& weights, bool bf16) {
              return new PackedModel(in_chans, std::move(dims), std::move(depths), num_outputs, eps,
-                                    dict_lookup(weights));
+                                    dict_lookup(weights), bf16);
            }),
            py::arg("in_chans"), py::arg("dims"), py::arg("depths"), py::arg("num_outputs"), py::arg("eps"),
-           py::arg("weights"))
+           py::arg("weights"), py::arg("bf16") = false,
+           "bf16: the blocks' and downsamples' linear layers keep bf16 weights (fp32 accumulation; the stem, "
+           "norms and head stay fp32).")
       .def(
           "forward",
           [](const PackedModel& self, const py::handle& x_, const py::handle& out_) {

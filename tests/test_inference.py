@@ -172,3 +172,98 @@ def test_falls_back_to_eager_without_the_extension(monkeypatch):
     out = session(x)
     assert m.training  # the fallback runs in eval mode and restores the caller's mode
     assert_close("eager fallback", expected(m.eval(), x), torch.from_numpy(out), TOLERANCE[torch.float32])
+
+
+# bf16 weights (opt-in): activations rounded to bf16 at every block GEMM, fp32 accumulation. Stated
+# tolerance: 2e-2 relative on the logits (bf16 has 8 significant bits; measured ~2-6e-3 here).
+BF16_TOLERANCE = 2e-2
+
+
+@pytest.fixture(params=["bf16-dot", "portable"])
+def bf16_path(request):
+    """Both bf16 kernels: vdpbf16ps (skipped where the CPU lacks AVX512_BF16) and the portable loop."""
+    if request.param == "bf16-dot" and not _C.bf16_dot_supported():
+        pytest.skip("this CPU has no AVX512_BF16")
+    before = _C.set_use_bf16_dot(request.param == "bf16-dot")
+    yield request.param
+    _C.set_use_bf16_dot(before)
+
+
+@pytest.mark.parametrize(("batch", "t"), [(1, 64), (3, 75), (2, 160)], ids=["B1-T64", "B3-T75", "B2-T160"])
+def test_bf16_session_close_to_reference(batch, t, bf16_path):
+    m = model(dims=(20, 40, 100, 104))  # C = 20, 40, 100 and a 104 whose 4C is not a multiple of 32
+    session = inference.InferenceSession(m, precision="bf16")
+    x = torch.randn(batch, 20, t)
+    out = session(x)
+    assert out.dtype == np.float32
+    assert_close("bf16 session", expected(m, x), torch.from_numpy(out), BF16_TOLERANCE)
+    fp32 = inference.InferenceSession(m)(x)
+    assert not np.array_equal(out, fp32), "bf16 session gave bit-identical fp32 results: bf16 weights unused?"
+
+
+def test_bf16_paths_agree_and_fp32_default_unchanged():
+    if not _C.bf16_dot_supported():
+        pytest.skip("this CPU has no AVX512_BF16")
+    m = model()
+    x = np.random.default_rng(3).standard_normal((4, 20, 128)).astype(np.float32)
+    outs = []
+    for dot in (True, False):
+        before = _C.set_use_bf16_dot(dot)
+        try:
+            outs.append(inference.InferenceSession(m, precision="bf16")(x))
+        finally:
+            _C.set_use_bf16_dot(before)
+    # same bf16 products, different summation order only
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    assert inference.InferenceSession(m).precision == "fp32"
+
+
+def test_bf16_packed_linear_from_numpy_nan_poisoned(bf16_path):
+    rng = np.random.default_rng(5)
+    for m, k, n in [(1, 41, 37), (13, 100, 400), (8, 768, 96)]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        w = (rng.standard_normal((n, k)) / k**0.5).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        out = np.full((m, n), np.nan, dtype=np.float32)
+        _C.PackedLinear(w, b, bf16=True).forward(a, out)
+        ref = a.astype(np.float64) @ w.T.astype(np.float64) + b
+        assert np.isfinite(out).all()
+        assert np.linalg.norm(out - ref) / np.linalg.norm(ref) <= 5e-3
+
+
+def test_bad_precision_is_a_user_error():
+    from convnext_fast.errors import UserError
+
+    with pytest.raises(UserError, match="precision must be one of"):
+        inference.InferenceSession(model(), precision="int4")
+
+
+@pytest.mark.slow  # the feature pipeline's numba compile dominates (~10 s of CPU)
+def test_bf16_on_real_windows_agrees_with_fp32():
+    from benchmarks.bench_precision import DATA, bf16_agreement, real_windows
+
+    if not DATA.is_file():
+        pytest.skip(f"{DATA} not present")
+    wins = real_windows(DATA, 64, bars=1200)
+    stats = bf16_agreement(model(), wins)
+    assert stats["argmax_agreement"] >= 0.95 and stats["max_abs_dprob"] <= 5e-3, stats
+
+
+def test_adaptive_threads_same_outputs_and_restores_the_thread_count():
+    m = model()
+    x = np.random.default_rng(4).standard_normal((2, 20, 96)).astype(np.float32)
+    plain = inference.InferenceSession(m, track_weights=False)
+    before = _C.get_num_threads()
+    _C.set_num_threads(2)
+    try:
+        adaptive = inference.InferenceSession(m, track_weights=False, adaptive_threads=True)
+        outs = [adaptive(x) for _ in range(40)]  # both team sizes run (first calls, then probes)
+        assert _C.get_num_threads() == 2
+        assert set(adaptive._team.mean) == {1, 2} and all(v > 0 for v in adaptive._team.mean.values())
+    finally:
+        _C.set_num_threads(before)
+    ref = plain(x)
+    for out in outs:
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="adaptive_threads"):
+        inference.InferenceSession(m, adaptive_threads="yes")

@@ -22,17 +22,28 @@ atto).
 
 The session always computes eval-mode outputs (no drop path), in float32, whatever the model's
 ``training`` flag or dtype.
+
+``precision="bf16"`` (opt-in) keeps the blocks' and downsamples' linear weights in bf16: half the bytes to
+stream, which is what bounds tiny at batch 1. Activations are rounded to bf16 at each of those GEMMs and
+accumulated in fp32, on AVX512_BF16's ``vdpbf16ps`` where the CPU has it (chosen at run time) and a
+portable loop over the same products elsewhere; the stem, LayerNorms, GELU, residuals and head stay fp32.
+Outputs move by ~1e-3 relative; measured accuracy on real windows is in benchmarks/README.md. The default
+``"fp32"`` is unchanged.
 """
 
 from __future__ import annotations
 
 import operator
+import time
 
 import numpy as np
 import torch
 
 from . import reference
 from ._ext import _C
+from .errors import UserError
+
+PRECISIONS = ("fp32", "bf16")
 
 _version_of = operator.attrgetter("_version")
 
@@ -57,17 +68,35 @@ class InferenceSession:
     """Callable ``session(x)``: ``x`` ``[B, C_in, T]`` (numpy array or tensor) → numpy ``[B, out]`` float32.
 
     ``track_weights``: repack automatically when the model's weights change (default), or snapshot them
-    until :meth:`refresh` (fixed weights, saves the per-call check). Falls back to the model's own eager
-    forward, always on its current weights, when the C++ extension is not built.
+    until :meth:`refresh` (fixed weights, saves the per-call check). ``precision``: ``"fp32"`` (default) or
+    ``"bf16"`` weights (see the module docs). ``adaptive_threads=True``: time every call and run on one
+    thread while that is faster than the whole team (a busy co-tenant makes every barrier wait for a
+    descheduled thread), re-trying the team every few calls (see :class:`_AdaptiveTeam`). Falls back to the model's own eager fp32 forward, always on its
+    current weights, when the C++ extension is not built.
     """
 
-    def __init__(self, model: reference.ConvNeXt1d, *, track_weights: bool = True):
+    def __init__(
+        self,
+        model: reference.ConvNeXt1d,
+        *,
+        track_weights: bool = True,
+        precision: str = "fp32",
+        adaptive_threads: bool = False,
+    ):
         if not isinstance(model, reference.ConvNeXt1d):
             raise TypeError(
                 f"model must be a convnext_fast ConvNeXt1d (reference or fused), got {type(model).__name__}"
             )
         if not isinstance(track_weights, bool):
             raise TypeError(f"track_weights must be True or False, got {track_weights!r}")
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        if not isinstance(adaptive_threads, bool):
+            raise TypeError(f"adaptive_threads must be True or False, got {adaptive_threads!r}")
+        self._team = (
+            _AdaptiveTeam() if adaptive_threads and _C is not None and _C.get_num_threads() > 1 else None
+        )
         self.model = model
         self.track_weights = track_weights
         cfg = model.config
@@ -97,7 +126,13 @@ class InferenceSession:
             for k, v in self.model.state_dict().items()
         }
         self._packed = _C.PackedModel(
-            cfg["in_chans"], cfg["dims"], cfg["depths"], self.num_outputs, reference.LN_EPS, weights
+            cfg["in_chans"],
+            cfg["dims"],
+            cfg["depths"],
+            self.num_outputs,
+            reference.LN_EPS,
+            weights,
+            bf16=self.precision == "bf16",
         )
         self._params = list(self.model.parameters())
         self._signature = _signature(self._params)
@@ -135,6 +170,11 @@ class InferenceSession:
             self._pack()
         # A ready float32 array goes straight to C++ (which checks it and returns None if it is not
         # ready); anything else is converted, or rejected with a message naming the problem, first.
+        if self._team is not None:
+            return self._team.run(self._forward, x)
+        return self._forward(x)
+
+    def _forward(self, x):
         out = self._packed.try_forward(x)
         if out is None:
             x = self._as_input(x)
@@ -150,3 +190,39 @@ class InferenceSession:
                 return self.model(torch.from_numpy(x)).float().numpy()
         finally:
             self.model.train(was_training)
+
+
+class _AdaptiveTeam:
+    """Chooses, call by call, between the whole OpenMP team and one thread from measured call times.
+
+    On a 2-vCPU machine with another busy process, a team of two waits at every barrier for whichever
+    thread the scheduler parked, and the session's median grows several-fold while one thread keeps
+    its quiet speed (benchmarks/README.md, "Contention"). Each team size keeps a decayed average of its
+    recent call times; the faster one runs, and every ``PROBE``-th call runs the other so a change in the
+    load is noticed within a few dozen calls. The thread count is set for the call only, then restored.
+    """
+
+    PROBE = 16
+    DECAY = 0.3
+
+    def __init__(self):
+        self.full = _C.get_num_threads()
+        self.mean = {1: 0.0, self.full: 0.0}
+        self.calls = 0
+
+    def run(self, forward, x):
+        best = min(self.mean, key=self.mean.get)
+        self.calls += 1
+        nt = best if self.calls % self.PROBE else (1 if best != 1 else self.full)
+        if self.calls <= 2:  # one measurement of each size first
+            nt = self.full if self.calls == 1 else 1
+        before = _C.get_num_threads()
+        _C.set_num_threads(nt)
+        start = time.perf_counter()
+        try:
+            return forward(x)
+        finally:
+            elapsed = time.perf_counter() - start
+            _C.set_num_threads(before)
+            m = self.mean[nt]
+            self.mean[nt] = elapsed if m == 0.0 else m + self.DECAY * (elapsed - m)

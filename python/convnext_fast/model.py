@@ -92,12 +92,13 @@ class ConvNeXt1d(reference.ConvNeXt1d):
                 )
         return h
 
-    def inference_session(self, *, track_weights: bool = True):
+    def inference_session(self, *, track_weights: bool = True, precision: str = "fp32"):
         """A :class:`convnext_fast.inference.InferenceSession` over this model (one C++ call per forward);
-        ``track_weights=False`` snapshots the weights (see the session's docs)."""
+        ``track_weights=False`` snapshots the weights, ``precision="bf16"`` keeps bf16 weights (see the
+        session's docs)."""
         from .inference import InferenceSession
 
-        return InferenceSession(self, track_weights=track_weights)
+        return InferenceSession(self, track_weights=track_weights, precision=precision)
 
 
 def create(variant: str, **kwargs) -> ConvNeXt1d:

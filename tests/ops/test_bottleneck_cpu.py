@@ -71,6 +71,16 @@ def test_opcheck():
     torch.library.opcheck(cpu.bottleneck_op, (*[a.requires_grad_() for a in args], drop_path_scale(2), True))
 
 
+@pytest.mark.parametrize("with_scale", [False, True], ids=["no-drop-path", "drop-path"])
+def test_backward_op_opcheck(with_scale):
+    x, n, w1, b1, w2, b2, gamma = make_inputs(2, 5, 8)
+    hidden = torch.nn.functional.linear(n, w1, b1)
+    scale = drop_path_scale(2) if with_scale else None
+    torch.library.opcheck(
+        cpu.bottleneck_backward_op, (torch.randn_like(x), n, hidden, w1, b1, w2, b2, gamma, scale)
+    )
+
+
 def test_nan_input_propagates():
     args = make_inputs(2, 6, 8)
     args[1][1, 2, 0] = float("nan")

@@ -54,6 +54,8 @@ def test_gradcheck_float64():
 
 def test_opcheck():
     torch.library.opcheck(cpu.dwconv_layernorm_op, (*make_inputs(2, 11, 12), 1e-6))
+    x, w, cb, nw, nb = make_inputs(2, 11, 12)
+    torch.library.opcheck(cpu.dwconv_layernorm_backward_op, (torch.randn_like(x), x, w, cb, nw, nb, 1e-6))
 
 
 def test_nan_input_propagates():

@@ -1,8 +1,10 @@
 """GELU inverted bottleneck on the C++ kernel, as the torch custom op ``convnext_fast::bottleneck_cpu``.
 
-When autograd needs it, the kernel also writes the pre-GELU hidden activation so the backward runs the
-same four GEMMs as eager PyTorch (no recomputation); otherwise the hidden block never leaves the cache.
-float64 runs the reference (for ``gradcheck``); bf16/fp16 compute in float32 and cast back.
+When autograd needs it, the kernel also writes the pre-GELU hidden activation, from which the C++ backward
+(``convnext_fast::bottleneck_backward_cpu``: four OpenBLAS GEMMs, GELU' and the layer-scale / drop-path
+terms in fused passes) runs without recomputing fc1; otherwise the hidden block never leaves the cache.
+float64 runs the reference and a torch-op backward (for ``gradcheck``); bf16/fp16 compute in float32 and
+cast back.
 """
 
 from __future__ import annotations
@@ -82,16 +84,19 @@ def _setup_context(ctx, inputs, output):
     x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, _ = inputs
     ctx.save_for_backward(n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, output[1])
     ctx.x_dtype = x.dtype
+    # hidden is an output only so that it can be saved; without this autograd zero-fills a [B, T, 4C]
+    # gradient for it on every backward (it showed up as aten::fill_ in the training profile)
+    ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_y, _grad_hidden):
-    n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
-    dtype = torch.float64 if n.dtype == torch.float64 else torch.float32
+def _backward_torch(
+    grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, dtype
+):
+    """The same gradients in torch ops, for float64 (gradcheck) and builds without ``_C``."""
     c, h = fc2_weight.shape
     n2 = n.to(dtype).reshape(-1, c)
     w1, w2, g = fc1_weight.to(dtype), fc2_weight.to(dtype), gamma.to(dtype)
     z = hidden.to(dtype).reshape(-1, h) if hidden.numel() else F.linear(n2, w1, fc1_bias.to(dtype))
-    # aten's vectorised gelu / gelu_backward: two passes over z instead of ~10 elementwise torch ops
     act = F.gelu(z)
     gs = grad_y.to(dtype)
     if sample_scale is not None:
@@ -101,35 +106,86 @@ def _backward(ctx, grad_y, _grad_hidden):
     gs_act = gs.t() @ act
     gs_sum = gs.sum(0)
     d_gamma = (w2 * gs_act).sum(1) + gs_sum * fc2_bias.to(dtype)
-    d_fc2_weight = g[:, None] * gs_act
-    d_fc2_bias = g * gs_sum
     dz = torch.ops.aten.gelu_backward((gs * g) @ w2, z)
-    d_fc1_weight = dz.t() @ n2
-    d_fc1_bias = dz.sum(0)
-    d_n = (dz @ w1).view(n.shape)
-    return (
-        grad_y.to(ctx.x_dtype),
-        d_n.to(n.dtype),
-        d_fc1_weight.to(fc1_weight.dtype),
-        d_fc1_bias.to(fc1_bias.dtype),
-        d_fc2_weight.to(fc2_weight.dtype),
-        d_fc2_bias.to(fc2_bias.dtype),
-        d_gamma.to(gamma.dtype),
-        None,
-        None,
+    return (dz @ w1).view(n.shape), dz.t() @ n2, dz.sum(0), g[:, None] * gs_act, g * gs_sum, d_gamma
+
+
+@torch.library.custom_op("convnext_fast::bottleneck_backward_cpu", mutates_args=(), device_types="cpu")
+def bottleneck_backward_op(
+    grad_y: torch.Tensor,
+    n: torch.Tensor,
+    hidden: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    gamma: torch.Tensor,
+    sample_scale: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dn, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias, dgamma)`` in n's / the weights' dtypes. float32
+    (and bf16/fp16, computed in float32) runs the C++ backward over the saved pre-GELU ``hidden``; float64 and
+    an empty ``hidden`` run torch ops."""
+    out_dtypes = (n.dtype, fc1_weight.dtype, fc1_bias.dtype, fc2_weight.dtype, fc2_bias.dtype, gamma.dtype)
+    if n.dtype == torch.float64 or _C is None or hidden.numel() == 0:
+        dtype = torch.float64 if n.dtype == torch.float64 else torch.float32
+        grads = _backward_torch(
+            grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, dtype
+        )
+        return tuple(gr.to(dt) for gr, dt in zip(grads, out_dtypes, strict=True))
+    c, h = fc2_weight.shape
+    grads = (
+        torch.empty(n.shape, dtype=torch.float32),
+        torch.empty((h, c), dtype=torch.float32),
+        torch.empty(h, dtype=torch.float32),
+        torch.empty((c, h), dtype=torch.float32),
+        torch.empty(c, dtype=torch.float32),
+        torch.empty(c, dtype=torch.float32),
     )
+    _C.bottleneck_backward(
+        _f32(grad_y),
+        _f32(n),
+        _f32(hidden),
+        _f32(fc1_weight),
+        _f32(fc2_weight),
+        _f32(fc2_bias),
+        _f32(gamma),
+        None if sample_scale is None else _f32(sample_scale),
+        *(g.numpy() for g in grads),
+    )
+    return tuple(gr if gr.dtype == dt else gr.to(dt) for gr, dt in zip(grads, out_dtypes, strict=True))
+
+
+@bottleneck_backward_op.register_fake
+def _(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
+    return (
+        torch.empty_like(n),
+        torch.empty_like(fc1_weight),
+        torch.empty_like(fc1_bias),
+        torch.empty_like(fc2_weight),
+        torch.empty_like(fc2_bias),
+        torch.empty_like(gamma),
+    )
+
+
+def _backward(ctx, grad_y, _grad_hidden):
+    if grad_y is None:  # only hidden was used downstream: it carries no gradient by design
+        return (None,) * 9
+    n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
+    grads = bottleneck_backward_op(
+        grad_y.contiguous(), n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale
+    )
+    return (grad_y.to(ctx.x_dtype), *grads, None, None)
 
 
 bottleneck_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-# When autograd needs gradients and everything is float32, the cpu backend runs the plain torch composition
-# instead of the custom op: on the atto B=32 training step (benchmarks/README.md, "Training") the op's
-# forward + hand-written backward lost to it (op dispatch, GELU recomputed from the saved pre-activation,
-# extra reductions): op 84-88 ms, composition 72-76 ms, reference 74-78 ms. float64 keeps the op so gradcheck
-# still covers its backward, mixed/low-precision dtypes keep it for its float32 compute; inference (no grad)
-# always runs the fused kernel. Set to False to train through the op.
-TRAIN_COMPOSITION = True
+# When True and autograd needs gradients of an all-float32 call, the cpu backend runs the plain torch
+# composition instead of the custom op. It used to be the default: with the backward in torch ops the op
+# lost to it (atto B=32 step: op 84-88 ms, composition 72-76 ms). With the C++ backward
+# (bottleneck_backward_op) the op wins (benchmarks/README.md, "Training"), so it is off; kept so the two
+# can be compared (benchmarks/bench_training.py) and as an escape hatch.
+TRAIN_COMPOSITION = False
 
 
 def _composition(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):

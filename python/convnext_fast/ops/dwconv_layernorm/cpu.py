@@ -1,7 +1,8 @@
 """dwconv + LayerNorm on the C++ kernel, as the torch custom op ``convnext_fast::dwconv_layernorm_cpu``.
 
-float32 (and bf16/fp16, computed in float32 and cast back) runs the fused kernel; float64 runs the
-reference so ``gradcheck`` can check the hand-written backward, which uses torch ops.
+float32 (and bf16/fp16, computed in float32 and cast back) runs the fused kernel forward and backward
+(``convnext_fast::dwconv_layernorm_backward_cpu``); float64 runs the reference and a torch-op backward so
+``gradcheck`` can check the backward's formulas.
 """
 
 from __future__ import annotations
@@ -64,40 +65,82 @@ def _setup_context(ctx, inputs, output):
     ctx.eps = eps
 
 
-def _backward(ctx, grad):
-    """Recompute the conv (cheap next to the GEMMs), then the LayerNorm and conv backward in torch ops."""
-    x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+def _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps, dtype):
+    """The same gradients in torch ops, for float64 (gradcheck) and builds without ``_C``."""
     xt = x.to(dtype).transpose(1, 2)
     w, c = conv_weight.to(dtype), x.shape[-1]
     y = F.conv1d(xt, w, conv_bias.to(dtype), padding=KERNEL // 2, groups=c).transpose(1, 2)
     # one forward LayerNorm for mean/rstd, then aten's fused LayerNorm backward (dy, dweight, dbias)
     nw, nb = norm_weight.to(dtype), norm_bias.to(dtype)
-    _, mean, rstd = torch.native_layer_norm(y, [c], nw, nb, ctx.eps)
+    _, mean, rstd = torch.native_layer_norm(y, [c], nw, nb, eps)
     dy, d_norm_weight, d_norm_bias = torch.ops.aten.native_layer_norm_backward(
         grad.to(dtype), y, [c], mean, rstd, nw, nb, [True, True, True]
     )
     dx, dw, db = torch.ops.aten.convolution_backward(
         dy.transpose(1, 2), xt, w, [c], [1], [KERNEL // 2], [1], False, [0], c, [True, True, True]
     )
-    return (
-        dx.transpose(1, 2).to(x.dtype),
-        dw.to(conv_weight.dtype),
-        db.to(conv_bias.dtype),
-        d_norm_weight.to(norm_weight.dtype),
-        d_norm_bias.to(norm_bias.dtype),
-        None,
+    return dx.transpose(1, 2), dw, db, d_norm_weight, d_norm_bias
+
+
+@torch.library.custom_op("convnext_fast::dwconv_layernorm_backward_cpu", mutates_args=(), device_types="cpu")
+def dwconv_layernorm_backward_op(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dx, dconv_weight, dconv_bias, dnorm_weight, dnorm_bias)`` in the inputs' dtypes. float32 (and
+    bf16/fp16, computed in float32) runs the C++ backward, which recomputes the conv and its statistics row
+    by row; float64 runs torch ops."""
+    out_dtypes = (x.dtype, conv_weight.dtype, conv_bias.dtype, norm_weight.dtype, norm_bias.dtype)
+    if x.dtype == torch.float64 or _C is None:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        grads = _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps, dtype)
+        return tuple(g.to(dt) for g, dt in zip(grads, out_dtypes, strict=True))
+    c = x.shape[-1]
+    grads = (
+        torch.empty(x.shape, dtype=torch.float32),
+        torch.empty((c, 1, KERNEL), dtype=torch.float32),
+        torch.empty(c, dtype=torch.float32),
+        torch.empty(c, dtype=torch.float32),
+        torch.empty(c, dtype=torch.float32),
     )
+    _C.dwconv_layernorm_backward(
+        _f32(grad),
+        _f32(x),
+        _f32(conv_weight),
+        _f32(conv_bias),
+        _f32(norm_weight),
+        eps,
+        *(g.numpy() for g in grads),
+    )
+    return tuple(g if g.dtype == dt else g.to(dt) for g, dt in zip(grads, out_dtypes, strict=True))
+
+
+@dwconv_layernorm_backward_op.register_fake
+def _(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
+    return tuple(torch.empty_like(t) for t in (x, conv_weight, conv_bias, norm_weight, norm_bias))
+
+
+def _backward(ctx, grad):
+    x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
+    grads = dwconv_layernorm_backward_op(
+        grad.contiguous(), x, conv_weight, conv_bias, norm_weight, norm_bias, ctx.eps
+    )
+    return (*grads, None)
 
 
 dwconv_layernorm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-# When autograd needs gradients and everything is float32, run the torch composition instead of the op: the
-# op's backward recomputes the conv and LayerNorm statistics, so the op path loses in training (atto B=32
-# train step, measured in benchmarks/README.md, "Training"). float64 keeps the op so gradcheck still covers
-# its backward, mixed/low-precision dtypes keep it for its float32 compute; inference always runs the kernel.
-TRAIN_COMPOSITION = True
+# When True and autograd needs gradients of an all-float32 call, run the torch composition instead of the op
+# (the default before the C++ backward existed: the op's torch-op backward recomputed the conv and lost, see
+# benchmarks/README.md, "Training"). Off now that dwconv_layernorm_backward_op runs in C++; kept for
+# comparison (benchmarks/bench_training.py) and as an escape hatch.
+TRAIN_COMPOSITION = False
 
 
 def dwconv_layernorm(
