@@ -90,13 +90,15 @@ def test_fetch_without_end_stops_at_server_clock_and_drops_forming_candle(fake, 
         ("retcode", {"code": 10000}),
         ("retcode", {"code": 10016}),
         ("rate_limit", {"reset_after_ms": 60}),
-        ("slow", {"delay": 0.5}),
+        ("slow", {"delay": 3.0}),
         ("duplicate_rows", {}),
         ("shuffle_rows", {}),
     ],
 )
 def test_transient_faults_are_retried_or_repaired(fake, history, rng, kind, options):
-    with make_client(fake, timeout=0.25) as client:
+    # The timeout sits far from both a normal reply (ms) and the "slow" fault (3 s), so a loaded machine
+    # cannot turn an ordinary request into a timeout and an extra retry (0.25 s did, under load).
+    with make_client(fake, timeout=1.0) as client:
         fake.queue_fault(kind, count=2, **options)
         t0 = time.monotonic()
         got = fetch_all(client, history)
