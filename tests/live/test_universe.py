@@ -272,3 +272,18 @@ def test_kill_9_and_resume_n_symbols_processes_every_candle_once(tmp_path):
     got = _candles_of(out)
     key = ("symbol", "start_ms", "signal", "position", "equity", "probs")
     assert [tuple(r[k] for k in key) for r in got] == [tuple(r[k] for k in key) for r in want]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sizing", "kelly"], "--sizing is single-symbol only"),
+        (["--source", "rest"], "WebSocket only"),
+        (["--resume"], "does not exist"),
+    ],
+)
+def test_symbols_refuses_what_it_cannot_do_with_one_line(tmp_path, capsys, extra, message):
+    argv = [*_argv(tmp_path, "--state", str(tmp_path / "none.db")), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
