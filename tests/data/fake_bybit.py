@@ -419,3 +419,65 @@ def _response(status: int, body: bytes, headers: dict | None = None) -> Response
     }
     reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
     return Response(status, reason, Headers({**all_headers, **(headers or {})}), body)
+
+
+# ---- several symbols (live universe, branch liveN) -----------------------------------------------------
+# Kept apart from FakeBybit so the "universe" helper's own multi-symbol extension merges without conflict.
+class FakeBybitMany(FakeBybit):
+    """FakeBybit serving several symbols of one interval: REST answers each symbol from its own series and
+    one stream connection may subscribe to several ``kline.{interval}.{symbol}`` topics in one request.
+    ``push_candle(candle, symbol=...)`` publishes to that symbol's topic."""
+
+    def __init__(self, series: dict[str, Candles], *, interval: str = "60", category: str = "linear"):
+        first = next(iter(series))
+        ends = [next_start_ms(c.start_ms[-1], interval) for c in series.values() if len(c)]
+        super().__init__(series[first], symbol=first, interval=interval, category=category, now_ms=max(ends))
+        # Unstarted single-symbol fakes hold each series and build its REST page and stream message.
+        self.books = {
+            s: FakeBybit(c, symbol=s, interval=interval, category=category) for s, c in series.items()
+        }
+
+    def push_candle(self, candle: Candle, *, symbol: str | None = None, confirm=True, deliver=True) -> None:
+        book = self.books[symbol or self.symbol]
+        if confirm:
+            with self._lock:
+                book._candles = Candles.concat([book._candles, Candles.from_rows([candle])])
+                self.now_ms = max(self.now_ms, next_start_ms(candle.start_ms, self.interval))
+        if deliver:
+            book.now_ms = self.now_ms
+            self.push_message(book._kline_message(candle, confirm))
+
+    def _klines(self, params: dict, kind, opt: dict, time_field=None):
+        book = self.books.get(params.get("symbol"))
+        if book is None:
+            return self._envelope(10001, "Not supported symbols", {})
+        book.now_ms, book.clock_skew_ms, book.page_rows = self.now_ms, self.clock_skew_ms, self.page_rows
+        return book._klines(params, kind, opt, time_field)
+
+    async def _stream(self, ws) -> None:
+        self._connections.add(ws)
+        category = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
+        known = {f"kline.{self.interval}.{s}" for s in self.books}
+        try:
+            async for raw in ws:
+                message = json.loads(raw)
+                op = message.get("op")
+                if op == "ping":
+                    self.pings += 1
+                    if ws in self._muted and not self._muted[ws]:
+                        continue
+                    await ws.send(json.dumps({"success": True, "ret_msg": "pong", "op": "ping"}))
+                elif op == "subscribe":
+                    args = message.get("args") or []
+                    ok = category == self.category and bool(args) and set(args) <= known and len(args) <= 10
+                    reply = {"success": ok, "ret_msg": "" if ok else f"error:topic:{args}", "op": "subscribe"}
+                    await ws.send(json.dumps(reply))
+                    if ok:
+                        self.subscribe_count += 1
+                        self._subscribers.add(ws)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._connections.discard(ws)
+            self._subscribers.discard(ws)
+            self._muted.pop(ws, None)

@@ -313,3 +313,123 @@ async def _backfill(client: BybitClient, symbol: str, interval: str, start_ms: i
             format_ms(end_ms),
         )
     return list(candles)
+
+
+# ---- many symbols on one connection --------------------------------------------------------------------
+# Bybit caps the topics of one subscribe request (10 per request for public linear streams), not those of a
+# connection, so a universe subscribes in chunks and waits for every acknowledgement.
+SUBSCRIBE_CHUNK = 10
+
+
+async def stream_klines_many(
+    client: BybitClient,
+    symbols: list[str],
+    interval: str | int,
+    *,
+    since_ms: dict[str, int] | None = None,
+    max_reconnects: int | None = None,
+    stats: StreamStats | None = None,
+) -> AsyncIterator[tuple[str, Candle]]:
+    """:func:`stream_klines` for several symbols over ONE WebSocket connection with one
+    ``kline.{interval}.{symbol}`` topic each: yields ``(symbol, closed candle)``, every closed candle of
+    every symbol exactly once and in start order per symbol (the symbols interleave as the exchange sends
+    them). Each symbol keeps its own next-candle-owed and backfills its own holes through REST, so a
+    delayed or lost frame of one symbol never holds up or shifts the others. Partial candles are not
+    yielded."""
+    interval = check_interval(interval)
+    symbols = [_check_symbol(s) for s in symbols]
+    if len(set(symbols)) != len(symbols) or not symbols:
+        raise ValueError(f"symbols must be distinct and at least one, got {symbols}")
+    topics = {f"kline.{interval}.{s}": s for s in symbols}
+    owed: dict[str, int | None] = {s: None for s in symbols}
+    for s, ms in (since_ms or {}).items():
+        owed[_check_symbol(s)] = int(ms)
+    stats = stats if stats is not None else StreamStats()
+    clock = _ServerClock(client)
+
+    async def catch_up(symbol: str, end_ms: int | None):
+        for missed in await _backfill(client, symbol, interval, owed[symbol], end_ms):
+            owed[symbol] = next_start_ms(missed.start_ms, interval)
+            stats.closed_candles += 1
+            stats.backfilled_candles += 1
+            yield symbol, missed
+
+    failures = 0
+    label = f"kline.{interval}.[{len(symbols)} symbols]"
+    while True:
+        try:
+            async with contextlib.aclosing(_connection_many(client, list(topics))) as updates:
+                async for topic, item in updates:
+                    if topic is None:  # (re)subscribed: every symbol first catches up on what closed
+                        failures = 0
+                        for s in symbols:
+                            if owed[s] is not None:
+                                async for pair in catch_up(s, None):
+                                    yield pair
+                        continue
+                    symbol = topics[topic]
+                    stats.frames += 1
+                    candle, problem = _parse_ws_kline(item, interval)
+                    if candle is not None:
+                        problem = await clock.start_problem(candle.start_ms, interval)
+                    if problem is not None:
+                        stats.rejected_frames += 1
+                        stats.last_rejection = f"{symbol}: {problem}"
+                        log.warning(
+                            "Bybit stream %s: rejected kline frame (%s): %.200r", topic, problem, item
+                        )
+                        continue
+                    if not candle.closed:
+                        continue
+                    if owed[symbol] is not None and candle.start_ms > owed[symbol]:
+                        async for pair in catch_up(symbol, candle.start_ms - 1):
+                            yield pair
+                    if owed[symbol] is not None and candle.start_ms < owed[symbol]:
+                        continue  # already yielded
+                    owed[symbol] = next_start_ms(candle.start_ms, interval)
+                    stats.closed_candles += 1
+                    yield symbol, candle
+        except _CONNECTION_FAULTS as exc:
+            failures += 1
+            stats.reconnects += 1
+            if max_reconnects is not None and failures > max_reconnects:
+                raise BybitError(
+                    f"Bybit stream {label} lost {failures} times in a row, last: {exc!r}"
+                ) from exc
+            delay = min(client.max_reconnect_delay, client.reconnect_delay * 2 ** (failures - 1))
+            delay *= random.uniform(0.5, 1.0)
+            log.warning("Bybit stream %s dropped (%r); reconnecting in %.2f s", label, exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def _connection_many(client: BybitClient, topics: list[str]) -> AsyncIterator:
+    """One connection subscribed to every topic: ``(None, None)`` once subscribed, then ``(topic, item)``
+    for each kline item until it fails."""
+    async with connect(client.ws_url, ping_interval=None, open_timeout=10) as ws:
+        silence = client.ping_interval + client.ping_timeout
+        for i in range(0, len(topics), SUBSCRIBE_CHUNK):
+            chunk = topics[i : i + SUBSCRIBE_CHUNK]
+            await ws.send(json.dumps({"op": "subscribe", "args": chunk}))
+            while True:
+                message = _decode(await asyncio.wait_for(ws.recv(), timeout=silence), chunk[0])
+                if message.get("op") != "subscribe":
+                    continue
+                if not message.get("success"):
+                    raise BybitError(f"Bybit refused subscription to {chunk}: {message.get('ret_msg')!r}")
+                break
+        pinger = asyncio.create_task(_ping_forever(ws, client.ping_interval))
+        wanted = set(topics)
+        try:
+            yield None, None
+            while True:
+                message = _decode(await asyncio.wait_for(ws.recv(), timeout=silence), "kline")
+                topic = message.get("topic")
+                if topic not in wanted:
+                    continue  # pongs and other control messages
+                data = message.get("data")
+                for item in data if isinstance(data, list) else [data]:
+                    yield topic, item
+        finally:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger

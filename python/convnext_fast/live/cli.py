@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replay pace: × real time (e.g. 3600 = one hour candle per second); default full speed",
     )
     src.add_argument("--symbol", default="BTCUSDT", help="Bybit symbol (default BTCUSDT)")
+    src.add_argument(
+        "--symbols",
+        help="trade several symbols, e.g. BTCUSDT,ETHUSDT: one WebSocket, one batched model call per bar "
+        "(live/universe.py; replaces --symbol)",
+    )
     src.add_argument("--interval", default="60", choices=INTERVALS, help="kline interval (default 60)")
     src.add_argument("--category", default="linear", choices=("spot", "linear", "inverse"))
     src.add_argument("--base-url", default="https://api.bybit.com", help="Bybit REST base URL")
@@ -409,6 +414,10 @@ def run(args: argparse.Namespace) -> int:
     from .session import DecisionRule, build_engine
     from .state import LiveStore
 
+    if getattr(args, "symbols", None):
+        from .universe import run_cli
+
+        return run_cli(args)
     _setup_logging(args.verbose)
     started = time.perf_counter()
     if args.resume and not Path(args.state).is_file():

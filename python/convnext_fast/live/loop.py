@@ -166,6 +166,14 @@ class LiveEngine:
             self.ring.batch_into(self._x)
             outputs = self.predict(self._x)[0]
         t2 = time.perf_counter_ns()
+        return self._decide(candle, outputs, t0, t1, t2)
+
+    def _decide(
+        self, candle: Candle, outputs: np.ndarray | None, t0: int, t1: int, t2: int
+    ) -> dict[str, Any]:
+        """Decision, broker and output record of a candle whose features are pushed and whose model
+        outputs (None: window not ready) are known; ``t0..t2`` time the phases before it. Split from
+        :meth:`_step` so the multi-symbol engine (live/universe.py) can batch the model call."""
         if outputs is None:
             sig, probs, score = self.policy.hold()
             size = 0.0
