@@ -251,6 +251,10 @@ class OutputSink:
             self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
             self.stream.flush()
 
+    def event(self, kind: str, payload: dict[str, Any]) -> None:
+        """One event line (an order sent, a fill, the kill switch ...): ``{"event": kind, **payload}``."""
+        self._json({"event": kind, **payload})
+
     def start(self, info: dict[str, Any], banner: str) -> None:
         """The first line says where the candles come from (e.g. SYNTHETIC) and what runs."""
         self._json({"event": "start", "wall": _stamp(), **info})
@@ -300,9 +304,11 @@ class LiveContext:
     backfill: Callable[[int, int], Candles] | None = None  # (first_missing_ms, before_ms) -> closed candles
     store: LiveStore | None = None  # committed once per candle (see live/state.py)
     max_bars: int | None = None  # stop after this many processed candles (tests, benchmarks)
-    # Called once per candle from the feed, after its commit, e.g. to mirror the paper intent to real
-    # orders; whatever (kind, payload) events it returns are committed to the store's events table.
+    # Called for the newest candle of each feed step (never a backfilled one), before its commit, e.g. to
+    # mirror the paper intent to real orders; the (kind, payload) events it returns are committed in the
+    # candle's transaction (an exception with an ``events`` attribute is raised after that commit).
     after_candle: Callable[[LiveEngine], list[tuple[str, dict]] | None] | None = None
+    extra_state: Callable[[], dict] | None = None  # merged into the snapshot's scalars (order mirror)
     metrics: LiveMetrics | None = None
     heartbeat_s: float | None = None  # a heartbeat record at most this often (None: never)
 
@@ -434,7 +440,8 @@ async def run_live(
             got, items = await until_stopped(_fill_gap(engine, candle, ctx))
             if not got:
                 break
-            for item in [*items, candle]:
+            batch = [*items, candle]
+            for i, item in enumerate(batch):
                 found = engine.problem(item)
                 if found is not None and found[0] == "jump" and ctx.backfill is not None:
                     ok, refetched = await until_stopped(_refetch(engine, item, ctx))
@@ -447,20 +454,34 @@ async def run_live(
                     continue
                 record = engine._step(item)
                 record["backfilled"] = item is not candle
+                events, stopping = [], None
+                # Orders follow the newest candle only (never a backfilled one), and before its commit:
+                # their events and the mirror's state become durable with the candle, so a crash in
+                # between replays the candle, and the order is found by its link id, not sent again.
+                if ctx.after_candle is not None and i == len(batch) - 1:
+                    try:
+                        events = ctx.after_candle(engine) or []
+                    except Exception as exc:
+                        if getattr(exc, "events", None) is None:
+                            raise
+                        events, stopping = exc.events, exc  # e.g. the kill switch: commit, then stop
                 if ctx.store is not None:
                     t0 = time.perf_counter_ns()
-                    ctx.store.commit(record, engine.snapshot())
+                    snapshot = engine.snapshot()
+                    if ctx.extra_state is not None:
+                        snapshot["scalars"].update(ctx.extra_state())
+                    ctx.store.commit(record, snapshot, events)
                     # The durability cost per candle (snapshot + one fsynced transaction), reported apart:
                     # the record itself is already committed.
                     engine.latency.add("commit", (time.perf_counter_ns() - t0) / 1e3)
                 sink.emit(record)
+                for kind, payload in events:
+                    sink.event(kind, payload)
                 processed += 1
                 if metrics is not None:
                     metrics.candle(record)
-            if ctx.after_candle is not None:
-                events = ctx.after_candle(engine)
-                if events and ctx.store is not None and engine.last_start_ms is not None:
-                    ctx.store.record_events(engine.last_start_ms, events)
+                if stopping is not None:
+                    raise stopping
             if ctx.heartbeat_s is not None and time.monotonic() - last_beat >= ctx.heartbeat_s:
                 beat()
             if ctx.max_bars is not None and processed >= ctx.max_bars:

@@ -1,8 +1,8 @@
 """The ``live`` command's real-order options and the per-candle hook that drives :class:`OrderMirror`.
 
 Kept apart from ``live/cli.py`` so the loop can be rewritten without touching the order path: the loop
-only calls ``hook(engine)`` after each closed candle and ``hook.attach(write)`` once its JSON-lines output
-exists.
+calls ``hook(engine)`` after a closed candle, before committing it, and commits the events it returns and
+``hook.state()`` with the candle.
 """
 
 from __future__ import annotations
@@ -54,22 +54,50 @@ def add_order_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class OrderHook:
-    """``LiveContext.after_candle``: after each closed candle, mirror the broker's pending intent."""
+    """``LiveContext.after_candle``: after each closed candle, mirror the broker's pending intent.
+
+    Every order event (intent, link id, signed request without secrets, response, fill, reconcile) is
+    collected and returned as ``(kind, payload)``: the loop commits them in the candle's own transaction,
+    then writes them to the JSON lines, so the store and the output never disagree about an order. The
+    mirror's state (exchange position, kill-switch counters) rides in the same snapshot (:meth:`state`)."""
 
     def __init__(self, mirror):
         self.mirror = mirror
-        self._buffer: list[dict] = []
-        self._write = self._buffer.append
-        mirror.emit = lambda record: self._write(record)
+        self._events: list[dict] = []
+        mirror.emit = self._events.append
+        mirror.exchange.on_event = self._events.append
 
-    def attach(self, write) -> None:
-        """Send order events to ``write(record)`` (the JSON-lines output), starting with those so far."""
-        for record in self._buffer:
-            write(record)
-        self._buffer.clear()
-        self._write = write
+    def _drain(self) -> list[tuple[str, dict]]:
+        events = [(r["event"], {k: v for k, v in r.items() if k != "event"}) for r in self._events]
+        self._events.clear()
+        return events
 
-    def __call__(self, engine) -> None:
+    def state(self) -> dict:
+        return self.mirror.state()
+
+    def resume(self, state: dict | None, last_start_ms: int, interval_ms: int, *, force: bool) -> None:
+        """Continue the mirror of a resumed run: its counters and last exchange position, a refusal to
+        trade again on the day the kill switch stopped it (unless ``force``), and the lookup of any order
+        sent for the first uncommitted bar (a ``kill -9`` between the order and the commit)."""
+        import datetime
+
+        from .orders import DAY_MS
+
+        if state is not None:
+            self.mirror.set_state(state)
+        killed = self.mirror.killed
+        if killed is not None:
+            now_ms = int(self.mirror._clock() * 1000)
+            if now_ms // DAY_MS == killed["ms"] // DAY_MS and not force:
+                when = datetime.datetime.fromtimestamp(killed["ms"] / 1000, datetime.timezone.utc)
+                raise UserError(
+                    f"--resume: the kill switch stopped this run today at {when:%H:%M} UTC ({killed['reason']}); "
+                    "it trades again from 00:00 UTC, or now with --force"
+                )
+            self.mirror.killed = None  # a new day (or --force): the switch is armed again
+        self.mirror.recover(last_start_ms + interval_ms)
+
+    def __call__(self, engine) -> list[tuple[str, dict]]:
         import httpx
 
         from .orders import KillSwitchTripped, OrderError
@@ -83,10 +111,12 @@ class OrderHook:
                 reference_price=broker.last_close,
                 equity=broker.equity,
             )
-        except KillSwitchTripped:
+        except KillSwitchTripped as exc:
+            exc.events = self._drain()  # the loop commits them with the candle, then stops
             raise
         except (OrderError, httpx.HTTPError) as exc:  # one failed order must not stop the paper loop
             log.error("order not placed: %s", exc)
+        return self._drain()
 
 
 def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
@@ -142,9 +172,7 @@ def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
         post_only=args.post_only,
         kill_switch=kill,
     )
-    hook = OrderHook(mirror)
-    exchange.on_event = mirror.emit = lambda record: hook._write(record)
-    return hook
+    return OrderHook(mirror)
 
 
 def add_sizing_and_funding_arguments(parser: argparse.ArgumentParser) -> None:

@@ -107,6 +107,14 @@ class LiveStore:
             rows = [("version", STATE_VERSION), ("identity", identity)]
             self.db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows])
 
+    def meta(self, key: str, default=None):
+        """A value the run keeps for its whole life (e.g. the order run id inside every orderLinkId)."""
+        return self._meta().get(key, default)
+
+    def set_meta(self, key: str, value) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
     def check_resume(self, identity: dict, force: bool = False) -> LiveState:
         """The saved state, after checking it was written by this very run setup."""
         meta = self._meta()
