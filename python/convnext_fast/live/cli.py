@@ -456,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
             feed.history if saved is None else feed.recent,
             synthetic=feed.kind == "synthetic",
         )
+        if saved is not None:  # the sizer's closes and the funding schedule continue bit for bit
+            engine.restore_hooks(saved.engine)
         return _drive(
             args,
             engine,

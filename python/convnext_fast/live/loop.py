@@ -85,6 +85,11 @@ class LiveEngine:
         self.last_close: float | None = None
         self.bars_processed = 0
         self.latency = LatencyStats()
+        # Optional hooks the CLI sets (live/order_cli.py): ``sizer`` (observe(close) every closed bar,
+        # size(signal, probs); replaces size_fn) and ``funding`` (rate_for_bar(start_ms), charged by the
+        # broker at the bar's close); their state rides in the snapshot.
+        self.sizer = None
+        self.funding = None
 
     @property
     def history_needed(self) -> int:
@@ -160,6 +165,8 @@ class LiveEngine:
     def _step(self, candle: Candle) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         self._push_features(candle)
+        if self.sizer is not None:
+            self.sizer.observe(candle.close)
         t1 = time.perf_counter_ns()
         outputs = None
         if self.ready:
@@ -171,8 +178,12 @@ class LiveEngine:
             size = 0.0
         else:
             sig, probs, score = self.policy.one(outputs)
-            size = float(self.size_fn(sig, probs))
-        self.broker.on_bar(candle.open, candle.high, candle.low, candle.close, sig, size)
+            size = float((self.sizer.size if self.sizer is not None else self.size_fn)(sig, probs))
+        bar = (candle.open, candle.high, candle.low, candle.close, sig, size)
+        if self.funding is not None:
+            self.broker.on_bar(*bar, self.funding.rate_for_bar(candle.start_ms))
+        else:
+            self.broker.on_bar(*bar)
         t3 = time.perf_counter_ns()
         self.bars_processed += 1
         latency = {"features": (t1 - t0) / 1e3, "model": (t2 - t1) / 1e3, "decision": (t3 - t2) / 1e3}
@@ -214,6 +225,8 @@ class LiveEngine:
                 "feature_bars": features["n_bars"],
                 "feature_spec": features["spec"],
                 "ring_count": ring["count"],
+                **({"sizer": self.sizer.state()} if self.sizer is not None else {}),
+                **({"funding": self.funding.state()} if self.funding is not None else {}),
             },
             "features": features["state"],
             "ring": ring["columns"],
@@ -230,6 +243,16 @@ class LiveEngine:
         self.last_close = sc["last_close"]
         self.last_start_ms = int(last_start_ms)
         self.bars_processed = int(bars_processed)
+        self.restore_hooks(engine_state)
+
+    def restore_hooks(self, engine_state: dict) -> None:
+        """The sizer's and funding schedule's saved state, for whichever of them is attached (call again
+        after attaching them: :meth:`restore` may run first)."""
+        sc = engine_state["scalars"]
+        if self.sizer is not None and "sizer" in sc:
+            self.sizer.set_state(sc["sizer"])
+        if self.funding is not None and "funding" in sc:
+            self.funding.set_state(sc["funding"])
 
 
 def _stamp() -> str:

@@ -186,10 +186,11 @@ def add_sizing_and_funding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool) -> str:
-    """Make ``engine`` size with ``--sizing`` (the same :class:`SizingRule` as the backtest, fed every close
-    from ``history`` on) and charge perpetual funding on its paper broker (``--funding PATH``, the store's
-    funding beside a replayed ``--data``, or Bybit's funding history for a live market). Call it after the
-    warm-up. Returns a short description for the start line."""
+    """Set ``engine.sizer`` (``--sizing``: the same :class:`SizingRule` as the backtest, fed every close
+    from ``history`` on) and ``engine.funding`` (perpetual funding on its paper broker: ``--funding PATH``,
+    the store's funding beside a replayed ``--data``, or Bybit's funding history for a live market). Call
+    it after the warm-up; on a resume, then ``engine.restore_hooks`` with the saved state. Returns a short
+    description for the start line."""
     import numpy as np
 
     from ..data.candles import interval_to_ms
@@ -206,15 +207,7 @@ def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool)
     sizer = StreamingSizer(sizing_from_args(args, config, 365 * 86_400_000 / interval_ms))
     for close in np.asarray(history.close):
         sizer.observe(close)
-    update = engine.features.update
-
-    def observed_update(o, h, low, c, v):
-        sizer.observe(c)
-        return update(o, h, low, c, v)
-
-    engine.features.update = observed_update
-    engine.size_fn = sizer.size
-
+    engine.sizer = sizer  # the engine observes every close from here on and sizes with it
     schedule, where = None, "off"
     if args.funding:
         schedule, where = FundingSchedule(load_funding(args.funding), interval_ms), args.funding
@@ -236,11 +229,5 @@ def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool)
                 known_until_ms=int(history.start_ms[-1]) + interval_ms if len(history) else 0,
             )
             where = "Bybit funding history"
-    if schedule is not None:
-        on_bar = engine.broker.on_bar
-
-        def on_bar_with_funding(o, h, low, c, signal, size, funding=0.0):
-            return on_bar(o, h, low, c, signal, size, funding + schedule.rate_for_bar(engine.last_start_ms))
-
-        engine.broker.on_bar = on_bar_with_funding
+    engine.funding = schedule
     return f"sizing {args.sizing}, funding {where}"
