@@ -18,7 +18,11 @@ LIVE_SOURCES = ("ws", "rest")
 
 
 def add_order_arguments(parser: argparse.ArgumentParser) -> None:
-    orders = parser.add_argument_group("real orders (opt-in; keys from BYBIT_API_KEY / BYBIT_API_SECRET)")
+    orders = parser.add_argument_group(
+        "real orders (opt-in; keys from BYBIT_API_KEY / BYBIT_API_SECRET). The kill switch flattens "
+        "(reduce-only), commits the order_kill event and exits with status 2; --resume then refuses to "
+        "trade until 00:00 UTC unless --force, and orders of the last hour still count after a resume"
+    )
     orders.add_argument("--orders", action="store_true", help="send real orders mirroring the paper position")
     orders.add_argument(
         "--dry-run-orders",
