@@ -76,6 +76,12 @@ def test_orders_per_hour_kill_switch_flattens_exits_and_blocks_the_resume(tmp_pa
         assert saved.engine["scalars"]["orders"]["expected"] == "0"
 
         sent = len(exchange.create_requests)
+        store = LiveStore("s.db")
+        run_id = store.meta("order_run_id")
+        store.close()
+        assert all(b["orderLinkId"].startswith(f"cf{run_id}-") for b in exchange.create_requests)
+        assert main([*argv, "--resume", "--run-id", "other123"]) == 2  # its orders would no longer match
+        assert f"differs from {run_id}" in capsys.readouterr().err.strip().splitlines()[-1]
         assert main([*argv, "--resume"]) == 2  # the same UTC day: refused before anything is traded
         err = capsys.readouterr().err.strip().splitlines()
         assert "kill switch stopped this run today" in err[-1] and "--force" in err[-1]

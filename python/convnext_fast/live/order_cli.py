@@ -99,7 +99,17 @@ class OrderHook:
                     "it trades again from 00:00 UTC, or now with --force"
                 )
             self.mirror.killed = None  # a new day (or --force): the switch is armed again
-        self.mirror.recover(last_start_ms + interval_ms)
+        import httpx
+
+        from .orders import OrderError
+
+        try:
+            self.mirror.recover(last_start_ms + interval_ms)
+        except (OrderError, httpx.HTTPError) as exc:  # unsure what was sent: refuse to trade blind
+            raise UserError(
+                f"--resume: cannot look up this run's orders on the exchange ({exc}); nothing was sent, "
+                "try again"
+            ) from None
 
     def __call__(self, engine) -> list[tuple[str, dict]]:
         import httpx
