@@ -97,3 +97,37 @@ def test_orders_per_hour_kill_switch_flattens_exits_and_blocks_the_resume(tmp_pa
         assert err[-1].startswith("convnext-fast: error: kill switch:") and exchange.position == 0
         assert len(exchange.create_requests) == sent, "over the cap: no order sent"
     assert exchange.duplicates() == 0 and exchange.max_abs_position <= Decimal("0.02")
+
+
+def test_daily_loss_kill_switch_flattens_and_exits(tmp_path, monkeypatch, rng, capsys):
+    """The day's loss (of the paper equity the orders mirror: fees and slippage of every flip) past
+    ``--max-daily-loss`` flattens the exchange position reduce-only and stops with one line."""
+    from convnext_fast.data.synthetic import synthetic_candles
+
+    creds = Credentials("kEy" + "".join(rng.choice(list("ABCDEFGH23456789"), 15)), "sEcReT" + "z" * 30)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BYBIT_API_KEY", creds.api_key)
+    monkeypatch.setenv("BYBIT_API_SECRET", creds.api_secret)
+    n, m = 300, 400
+    start = (int(time.time() * 1000) // H - n) * H
+    candles = synthetic_candles(n + m, seed=int(rng.integers(1000)), start_ms=start)
+    with FakeBybit(candles[:n]) as market, FakeExchange(creds, guard=Decimal("0.02")) as exchange:
+        argv = ["live", "--source", "ws", "--base-url", market.rest_url, "--ws-url", market.ws_url,
+                "--window", "64", "--state", "s.db", "--out", "live.jsonl", "--threshold", "0",
+                "--orders", "--order-qty", "0.01", "--max-position", "0.02", "--orders-url", exchange.url,
+                "--taker-fee-bps", "20", "--max-daily-loss", "0.003"]  # fmt: skip
+        done = threading.Event()
+        _push_while_running(market, candles[n:], [], done)
+        assert main(argv) == 2
+        done.set()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1].startswith("convnext-fast: error: kill switch: daily loss") and "--max-daily-loss" in err[-1]
+    )
+    assert exchange.position == 0 and exchange.duplicates() == 0
+    if exchange.create_requests[-1]["orderLinkId"].endswith("-kill"):  # a position was open: flattened
+        assert exchange.create_requests[-1]["reduceOnly"] is True
+    lines = [json.loads(x) for x in Path("live.jsonl").read_text().splitlines()]
+    bars = [r for r in lines if r["event"] == "candle"]
+    assert bars[-1]["equity"] < bars[0]["equity"] * (1 - 0.003)  # the day began at the first candle
+    assert sum(r["event"] == "order_kill" for r in lines) == 1
