@@ -88,6 +88,9 @@ class FakeExchange:
         self.trading_stops: list[dict] = []
         self.max_abs_position = abs(self.position)
         self.external_moves = 0
+        # Called with the body of every executed order before its reply is sent (a test kills the client
+        # there: the order is on the exchange, the client never heard of it).
+        self.on_execute = None
         self.lock = threading.Lock()
         fake = self
 
@@ -213,6 +216,8 @@ class FakeExchange:
                 code, msg = fake.execute(body, partial=fault == "partial")
                 if code:
                     return self._reply({"retCode": code, "retMsg": msg})
+                if fake.on_execute is not None:
+                    fake.on_execute(body)
                 result = {
                     "orderId": fake.orders[body["orderLinkId"]]["orderId"],
                     "orderLinkId": body["orderLinkId"],

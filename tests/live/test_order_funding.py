@@ -117,16 +117,17 @@ def test_live_replay_pays_the_backtests_funding_and_sizes_alike(rng, tmp_path):
     args = parser.parse_args(["--sizing", "vol-target", "--vol-window", "48", "--target-vol", "0.4"])
     args.__dict__.update(size=2.0, interval="60", category="linear", symbol="BTCUSDT", data=str(store))
     config = BacktestConfig()
-    engine = SimpleNamespace(broker=PaperBroker(config), features=SimpleNamespace(update=lambda *a: None),
-                             size_fn=None, last_start_ms=None)  # fmt: skip
+    engine = SimpleNamespace(broker=PaperBroker(config), sizer=None, funding=None)
     rules = attach_sizing_and_funding(args, engine, config, history, synthetic=False)
     assert rules == f"sizing vol-target, funding store beside {store}"
     live_sizes = []
-    for t in range(len(c)):  # what LiveEngine.step does per closed candle
-        engine.features.update(c.open[t], c.high[t], c.low[t], c.close[t], c.volume[t])
-        engine.last_start_ms = int(c.start_ms[t])
-        live_sizes.append(engine.size_fn(int(signal[t]), None))
-        engine.broker.on_bar(c.open[t], c.high[t], c.low[t], c.close[t], int(signal[t]), live_sizes[-1])
+    for t in range(len(c)):  # what LiveEngine.step does per closed candle with its two hooks
+        engine.sizer.observe(c.close[t])
+        live_sizes.append(engine.sizer.size(int(signal[t]), None))
+        funding = engine.funding.rate_for_bar(int(c.start_ms[t]))
+        engine.broker.on_bar(
+            c.open[t], c.high[t], c.low[t], c.close[t], int(signal[t]), live_sizes[-1], funding
+        )
     rule = SizingRule("vol-target", size=2.0, vol_window=48, target_vol=0.4)
     sizes = rule.sizes(np.r_[np.zeros(100), signal], None, candles.close)[100:]
     np.testing.assert_allclose(live_sizes, sizes, rtol=1e-9)

@@ -302,7 +302,6 @@ def test_the_live_hook_mirrors_a_paper_broker_and_writes_events(creds, fake, rng
     broker = PaperBroker()
     hook = OrderHook(_mirror(creds, fake, []))
     lines: list[dict] = []
-    hook.attach(lines.append)
     engine = SimpleNamespace(broker=broker, last_start_ms=None)
     price, held = 50_000.0, []
     for k in range(40):
@@ -310,7 +309,7 @@ def test_the_live_hook_mirrors_a_paper_broker_and_writes_events(creds, fake, rng
         o, c = price, step
         broker.on_bar(o, max(o, c) * 1.001, min(o, c) * 0.999, c, int(rng.choice([-1, 0, 1])), 1.0)
         engine.last_start_ms = 1_700_000_000_000 + k * 3_600_000
-        hook(engine)
+        lines += [{"event": kind, **payload} for kind, payload in hook(engine)]
         held.append((broker.pending_signal, fake.position))
         price = step
     for pending, position in held:  # the exchange holds what the broker will hold from the next open

@@ -189,6 +189,20 @@ class FundingSchedule:
                 logging.getLogger("convnext_fast.live").warning("funding history not refreshed: %s", exc)
         return float(self.rates.per_bar(np.array([start_ms]), self.interval_ms)[0])
 
+    def state(self, keep: int = 8) -> dict:
+        """How far the settlements are known and the last ``keep`` of them: a resumed live schedule asks
+        the exchange only for what came after, not for the whole history again."""
+        return {
+            "asked_until": self._asked_until,
+            "time_ms": self.rates.time_ms[-keep:].tolist(),
+            "rate": self.rates.rate[-keep:].tolist(),
+        }
+
+    def set_state(self, state: dict) -> None:
+        saved = FundingRates(np.array(state["time_ms"], np.int64), np.array(state["rate"], np.float64))
+        self.rates = FundingRates.concat([self.rates, saved])
+        self._asked_until = max(self._asked_until, int(state["asked_until"]))
+
 
 def add_funding_arguments(parser) -> None:
     group = parser.add_argument_group("funding (perpetuals)")

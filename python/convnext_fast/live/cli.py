@@ -453,6 +453,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             store.start_new(identity, overwrite=args.force)
             seeded = engine.warm_up(feed.history)
+        if after_candle is not None:
+            _resume_orders(args, after_candle, store, saved)
         from .order_cli import attach_sizing_and_funding
 
         # After the broker is restored or the features seeded: sizing sees every close before the stream.
@@ -463,6 +465,8 @@ def run(args: argparse.Namespace) -> int:
             feed.history if saved is None else feed.recent,
             synthetic=feed.kind == "synthetic",
         )
+        if saved is not None:  # the sizer's closes and the funding schedule continue bit for bit
+            engine.restore_hooks(saved.engine)
         return _drive(
             args,
             engine,
@@ -479,6 +483,25 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         store.close()
+
+
+def _resume_orders(args, hook, store, saved) -> None:
+    """The order run id lives in the store from the first start on: every orderLinkId of a resumed run is
+    the one the crashed process would have used, so an order it sent is found, never sent twice."""
+    stored = store.meta("order_run_id")
+    mirror = hook.mirror
+    if stored is not None and stored != mirror.run_id:
+        if args.run_id and not args.force:
+            raise UserError(
+                f"--run-id {args.run_id} differs from {stored}, the run id of the orders in {args.state}; "
+                "--force overrides (orders of the earlier run are then no longer matched)"
+            )
+        if not args.run_id:
+            mirror.run_id = stored
+    store.set_meta("order_run_id", mirror.run_id)
+    if saved is not None:
+        orders = saved.engine["scalars"].get("orders")
+        hook.resume(orders, saved.last_start_ms, interval_to_ms(args.interval), force=args.force)
 
 
 def _drive(
@@ -512,8 +535,6 @@ def _drive(
     sink.start(info, f"{feed.label} | {model_label} | backend {backend} | seeded {seeded} candles")
     for record in pending:  # committed before a crash but never written to --out
         sink.emit(record)
-    if after_candle is not None:  # order events go to the same JSON lines
-        after_candle.attach(sink._json)
     ctx = LiveContext(
         args.symbol,
         args.interval,
@@ -522,6 +543,7 @@ def _drive(
         store=store,
         max_bars=args.max_bars,
         after_candle=after_candle,
+        extra_state=None if after_candle is None else lambda: {"orders": after_candle.state()},
         metrics=metrics,
         heartbeat_s=args.heartbeat_s,
     )

@@ -85,6 +85,11 @@ class LiveEngine:
         self.last_close: float | None = None
         self.bars_processed = 0
         self.latency = LatencyStats()
+        # Optional hooks the CLI sets (live/order_cli.py): ``sizer`` (observe(close) every closed bar,
+        # size(signal, probs); replaces size_fn) and ``funding`` (rate_for_bar(start_ms), charged by the
+        # broker at the bar's close); their state rides in the snapshot.
+        self.sizer = None
+        self.funding = None
 
     @property
     def history_needed(self) -> int:
@@ -160,6 +165,8 @@ class LiveEngine:
     def _step(self, candle: Candle) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         self._push_features(candle)
+        if self.sizer is not None:
+            self.sizer.observe(candle.close)
         t1 = time.perf_counter_ns()
         outputs = None
         if self.ready:
@@ -179,8 +186,12 @@ class LiveEngine:
             size = 0.0
         else:
             sig, probs, score = self.policy.one(outputs)
-            size = float(self.size_fn(sig, probs))
-        self.broker.on_bar(candle.open, candle.high, candle.low, candle.close, sig, size)
+            size = float((self.sizer.size if self.sizer is not None else self.size_fn)(sig, probs))
+        bar = (candle.open, candle.high, candle.low, candle.close, sig, size)
+        if self.funding is not None:
+            self.broker.on_bar(*bar, self.funding.rate_for_bar(candle.start_ms))
+        else:
+            self.broker.on_bar(*bar)
         t3 = time.perf_counter_ns()
         self.bars_processed += 1
         latency = {"features": (t1 - t0) / 1e3, "model": (t2 - t1) / 1e3, "decision": (t3 - t2) / 1e3}
@@ -222,6 +233,8 @@ class LiveEngine:
                 "feature_bars": features["n_bars"],
                 "feature_spec": features["spec"],
                 "ring_count": ring["count"],
+                **({"sizer": self.sizer.state()} if self.sizer is not None else {}),
+                **({"funding": self.funding.state()} if self.funding is not None else {}),
             },
             "features": features["state"],
             "ring": ring["columns"],
@@ -238,6 +251,16 @@ class LiveEngine:
         self.last_close = sc["last_close"]
         self.last_start_ms = int(last_start_ms)
         self.bars_processed = int(bars_processed)
+        self.restore_hooks(engine_state)
+
+    def restore_hooks(self, engine_state: dict) -> None:
+        """The sizer's and funding schedule's saved state, for whichever of them is attached (call again
+        after attaching them: :meth:`restore` may run first)."""
+        sc = engine_state["scalars"]
+        if self.sizer is not None and "sizer" in sc:
+            self.sizer.set_state(sc["sizer"])
+        if self.funding is not None and "funding" in sc:
+            self.funding.set_state(sc["funding"])
 
 
 def _stamp() -> str:
@@ -258,6 +281,10 @@ class OutputSink:
         if self.stream is not None:
             self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
             self.stream.flush()
+
+    def event(self, kind: str, payload: dict[str, Any]) -> None:
+        """One event line (an order sent, a fill, the kill switch ...): ``{"event": kind, **payload}``."""
+        self._json({"event": kind, **payload})
 
     def start(self, info: dict[str, Any], banner: str) -> None:
         """The first line says where the candles come from (e.g. SYNTHETIC) and what runs."""
@@ -308,9 +335,11 @@ class LiveContext:
     backfill: Callable[[int, int], Candles] | None = None  # (first_missing_ms, before_ms) -> closed candles
     store: LiveStore | None = None  # committed once per candle (see live/state.py)
     max_bars: int | None = None  # stop after this many processed candles (tests, benchmarks)
-    # Called once per candle from the feed, after its commit, e.g. to mirror the paper intent to real
-    # orders; whatever (kind, payload) events it returns are committed to the store's events table.
+    # Called for the newest candle of each feed step (never a backfilled one), before its commit, e.g. to
+    # mirror the paper intent to real orders; the (kind, payload) events it returns are committed in the
+    # candle's transaction (an exception with an ``events`` attribute is raised after that commit).
     after_candle: Callable[[LiveEngine], list[tuple[str, dict]] | None] | None = None
+    extra_state: Callable[[], dict] | None = None  # merged into the snapshot's scalars (order mirror)
     metrics: LiveMetrics | None = None
     heartbeat_s: float | None = None  # a heartbeat record at most this often (None: never)
 
@@ -442,7 +471,8 @@ async def run_live(
             got, items = await until_stopped(_fill_gap(engine, candle, ctx))
             if not got:
                 break
-            for item in [*items, candle]:
+            batch = [*items, candle]
+            for i, item in enumerate(batch):
                 found = engine.problem(item)
                 if found is not None and found[0] == "jump" and ctx.backfill is not None:
                     ok, refetched = await until_stopped(_refetch(engine, item, ctx))
@@ -455,20 +485,34 @@ async def run_live(
                     continue
                 record = engine._step(item)
                 record["backfilled"] = item is not candle
+                events, stopping = [], None
+                # Orders follow the newest candle only (never a backfilled one), and before its commit:
+                # their events and the mirror's state become durable with the candle, so a crash in
+                # between replays the candle, and the order is found by its link id, not sent again.
+                if ctx.after_candle is not None and i == len(batch) - 1:
+                    try:
+                        events = ctx.after_candle(engine) or []
+                    except Exception as exc:
+                        if getattr(exc, "events", None) is None:
+                            raise
+                        events, stopping = exc.events, exc  # e.g. the kill switch: commit, then stop
                 if ctx.store is not None:
                     t0 = time.perf_counter_ns()
-                    ctx.store.commit(record, engine.snapshot())
+                    snapshot = engine.snapshot()
+                    if ctx.extra_state is not None:
+                        snapshot["scalars"].update(ctx.extra_state())
+                    ctx.store.commit(record, snapshot, events)
                     # The durability cost per candle (snapshot + one fsynced transaction), reported apart:
                     # the record itself is already committed.
                     engine.latency.add("commit", (time.perf_counter_ns() - t0) / 1e3)
                 sink.emit(record)
+                for kind, payload in events:
+                    sink.event(kind, payload)
                 processed += 1
                 if metrics is not None:
                     metrics.candle(record)
-            if ctx.after_candle is not None:
-                events = ctx.after_candle(engine)
-                if events and ctx.store is not None and engine.last_start_ms is not None:
-                    ctx.store.record_events(engine.last_start_ms, events)
+                if stopping is not None:
+                    raise stopping
             if ctx.heartbeat_s is not None and time.monotonic() - last_beat >= ctx.heartbeat_s:
                 beat()
             if ctx.max_bars is not None and processed >= ctx.max_bars:

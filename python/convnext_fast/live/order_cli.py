@@ -1,8 +1,8 @@
 """The ``live`` command's real-order options and the per-candle hook that drives :class:`OrderMirror`.
 
 Kept apart from ``live/cli.py`` so the loop can be rewritten without touching the order path: the loop
-only calls ``hook(engine)`` after each closed candle and ``hook.attach(write)`` once its JSON-lines output
-exists.
+calls ``hook(engine)`` after a closed candle, before committing it, and commits the events it returns and
+``hook.state()`` with the candle.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ LIVE_SOURCES = ("ws", "rest")
 
 
 def add_order_arguments(parser: argparse.ArgumentParser) -> None:
-    orders = parser.add_argument_group("real orders (opt-in; keys from BYBIT_API_KEY / BYBIT_API_SECRET)")
+    orders = parser.add_argument_group(
+        "real orders (opt-in; keys from BYBIT_API_KEY / BYBIT_API_SECRET). The kill switch flattens "
+        "(reduce-only), commits the order_kill event and exits with status 2; --resume then refuses to "
+        "trade until 00:00 UTC unless --force, and orders of the last hour still count after a resume"
+    )
     orders.add_argument("--orders", action="store_true", help="send real orders mirroring the paper position")
     orders.add_argument(
         "--dry-run-orders",
@@ -54,22 +58,60 @@ def add_order_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class OrderHook:
-    """``LiveContext.after_candle``: after each closed candle, mirror the broker's pending intent."""
+    """``LiveContext.after_candle``: after each closed candle, mirror the broker's pending intent.
+
+    Every order event (intent, link id, signed request without secrets, response, fill, reconcile) is
+    collected and returned as ``(kind, payload)``: the loop commits them in the candle's own transaction,
+    then writes them to the JSON lines, so the store and the output never disagree about an order. The
+    mirror's state (exchange position, kill-switch counters) rides in the same snapshot (:meth:`state`)."""
 
     def __init__(self, mirror):
         self.mirror = mirror
-        self._buffer: list[dict] = []
-        self._write = self._buffer.append
-        mirror.emit = lambda record: self._write(record)
+        self._events: list[dict] = []
+        mirror.emit = self._events.append
+        mirror.exchange.on_event = self._events.append
 
-    def attach(self, write) -> None:
-        """Send order events to ``write(record)`` (the JSON-lines output), starting with those so far."""
-        for record in self._buffer:
-            write(record)
-        self._buffer.clear()
-        self._write = write
+    def _drain(self) -> list[tuple[str, dict]]:
+        events = [(r["event"], {k: v for k, v in r.items() if k != "event"}) for r in self._events]
+        self._events.clear()
+        return events
 
-    def __call__(self, engine) -> None:
+    def state(self) -> dict:
+        return self.mirror.state()
+
+    def resume(self, state: dict | None, last_start_ms: int, interval_ms: int, *, force: bool) -> None:
+        """Continue the mirror of a resumed run: its counters and last exchange position, a refusal to
+        trade again on the day the kill switch stopped it (unless ``force``), and the lookup of any order
+        sent for the first uncommitted bar (a ``kill -9`` between the order and the commit)."""
+        import datetime
+
+        from .orders import DAY_MS
+
+        if state is not None:
+            self.mirror.set_state(state)
+        killed = self.mirror.killed
+        if killed is not None:
+            now_ms = int(self.mirror._clock() * 1000)
+            if now_ms // DAY_MS == killed["ms"] // DAY_MS and not force:
+                when = datetime.datetime.fromtimestamp(killed["ms"] / 1000, datetime.timezone.utc)
+                raise UserError(
+                    f"--resume: the kill switch stopped this run today at {when:%H:%M} UTC ({killed['reason']}); "
+                    "it trades again from 00:00 UTC, or now with --force"
+                )
+            self.mirror.killed = None  # a new day (or --force): the switch is armed again
+        import httpx
+
+        from .orders import OrderError
+
+        try:
+            self.mirror.recover(last_start_ms + interval_ms)
+        except (OrderError, httpx.HTTPError) as exc:  # unsure what was sent: refuse to trade blind
+            raise UserError(
+                f"--resume: cannot look up this run's orders on the exchange ({exc}); nothing was sent, "
+                "try again"
+            ) from None
+
+    def __call__(self, engine) -> list[tuple[str, dict]]:
         import httpx
 
         from .orders import KillSwitchTripped, OrderError
@@ -83,10 +125,12 @@ class OrderHook:
                 reference_price=broker.last_close,
                 equity=broker.equity,
             )
-        except KillSwitchTripped:
+        except KillSwitchTripped as exc:
+            exc.events = self._drain()  # the loop commits them with the candle, then stops
             raise
         except (OrderError, httpx.HTTPError) as exc:  # one failed order must not stop the paper loop
             log.error("order not placed: %s", exc)
+        return self._drain()
 
 
 def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
@@ -142,9 +186,7 @@ def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
         post_only=args.post_only,
         kill_switch=kill,
     )
-    hook = OrderHook(mirror)
-    exchange.on_event = mirror.emit = lambda record: hook._write(record)
-    return hook
+    return OrderHook(mirror)
 
 
 def add_sizing_and_funding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,10 +200,11 @@ def add_sizing_and_funding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool) -> str:
-    """Make ``engine`` size with ``--sizing`` (the same :class:`SizingRule` as the backtest, fed every close
-    from ``history`` on) and charge perpetual funding on its paper broker (``--funding PATH``, the store's
-    funding beside a replayed ``--data``, or Bybit's funding history for a live market). Call it after the
-    warm-up. Returns a short description for the start line."""
+    """Set ``engine.sizer`` (``--sizing``: the same :class:`SizingRule` as the backtest, fed every close
+    from ``history`` on) and ``engine.funding`` (perpetual funding on its paper broker: ``--funding PATH``,
+    the store's funding beside a replayed ``--data``, or Bybit's funding history for a live market). Call
+    it after the warm-up; on a resume, then ``engine.restore_hooks`` with the saved state. Returns a short
+    description for the start line."""
     import numpy as np
 
     from ..data.candles import interval_to_ms
@@ -178,15 +221,7 @@ def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool)
     sizer = StreamingSizer(sizing_from_args(args, config, 365 * 86_400_000 / interval_ms))
     for close in np.asarray(history.close):
         sizer.observe(close)
-    update = engine.features.update
-
-    def observed_update(o, h, low, c, v):
-        sizer.observe(c)
-        return update(o, h, low, c, v)
-
-    engine.features.update = observed_update
-    engine.size_fn = sizer.size
-
+    engine.sizer = sizer  # the engine observes every close from here on and sizes with it
     schedule, where = None, "off"
     if args.funding:
         schedule, where = FundingSchedule(load_funding(args.funding), interval_ms), args.funding
@@ -208,11 +243,5 @@ def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool)
                 known_until_ms=int(history.start_ms[-1]) + interval_ms if len(history) else 0,
             )
             where = "Bybit funding history"
-    if schedule is not None:
-        on_bar = engine.broker.on_bar
-
-        def on_bar_with_funding(o, h, low, c, signal, size, funding=0.0):
-            return on_bar(o, h, low, c, signal, size, funding + schedule.rate_for_bar(engine.last_start_ms))
-
-        engine.broker.on_bar = on_bar_with_funding
+    engine.funding = schedule
     return f"sizing {args.sizing}, funding {where}"

@@ -50,6 +50,7 @@ __all__ = [
 log = logging.getLogger("convnext_fast.live.orders")
 MAX_LINK_ID = 36  # Bybit's limit on orderLinkId
 DAY_MS = 86_400_000
+INTENTS = ("open", "close", "flip", "reduce", "kill")  # the last part of an orderLinkId
 
 
 class KillSwitchTripped(UserError):
@@ -114,6 +115,15 @@ class KillSwitch:
     def record(self, now_s: float) -> None:
         self._sent.append(now_s)
 
+    def state(self) -> dict:
+        """The counters a restart must keep: a resume neither forgets the day's first equity nor the
+        orders of the last hour."""
+        return {"day": self._day, "day_equity": self._day_equity, "sent": list(self._sent)}
+
+    def set_state(self, state: dict) -> None:
+        self._day, self._day_equity = state["day"], float(state["day_equity"])
+        self._sent = deque(float(t) for t in state["sent"])
+
 
 class OrderMirror:
     """Keeps the exchange position equal to the paper broker's intent: after each closed bar, the side the
@@ -160,6 +170,37 @@ class OrderMirror:
         self.expected: Decimal | None = None  # the position we believe the exchange holds
         self.orders_sent = 0
         self._avg_price: Decimal | None = None
+        self.killed: dict | None = None  # {"ms", "reason"} once the kill switch stopped the run
+
+    # ---- durable state (the snapshot committed with each candle) ----------------------------------------
+
+    def state(self) -> dict:
+        """The exchange position as last read, the intended size and the kill-switch counters."""
+        dec = lambda d: None if d is None else decimal_str(d)  # noqa: E731
+        return {"run_id": self.run_id, "expected": dec(self.expected), "entry_qty": dec(self.entry_qty),
+                "orders_sent": self.orders_sent, "resting": self._resting, "killed": self.killed,
+                "kill_switch": self.kill_switch.state()}  # fmt: skip
+
+    def set_state(self, state: dict) -> None:
+        dec = lambda t: None if t is None else Decimal(t)  # noqa: E731
+        self.expected, self.entry_qty = dec(state["expected"]), dec(state["entry_qty"])
+        self.orders_sent, self._resting = int(state["orders_sent"]), state["resting"]
+        self.killed = state["killed"]
+        self.kill_switch.set_state(state["kill_switch"])
+
+    def recover(self, bar_start_ms: int) -> list[str]:
+        """Look up on the exchange every order this run may have sent for the bar at ``bar_start_ms``
+        before a crash kept the bar from being committed: a replay of that bar then finds its order by
+        link id (``order_recovered``) instead of sending a second one. Returns the link ids found."""
+        found = []
+        for intent in INTENTS:
+            link = link_id(self.run_id, bar_start_ms, intent)
+            order = self.exchange.query_order(self.symbol, link)
+            if order is not None:
+                self._sent[link] = order
+                found.append(link)
+                self._event("recovered", link_id=link, order=order)
+        return found
 
     # ---- events ----------------------------------------------------------------------------------------
 
@@ -339,6 +380,7 @@ class OrderMirror:
         """Kill switch: close the whole exchange position reduce-only at market, then stop the run."""
         current = self._position("kill switch") if current is None else current
         log.error("KILL SWITCH: %s; flattening %s %s and stopping", reason, decimal_str(current), self.symbol)
+        self.killed = {"ms": int(self._clock() * 1000), "reason": reason}
         self._event("kill", reason=reason, position=decimal_str(current))
         link = link_id(self.run_id, bar_start_ms, "kill")
         if current != 0 and link not in self._sent:

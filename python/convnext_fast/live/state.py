@@ -2,7 +2,8 @@
 
 Why SQLite in WAL mode rather than an append-only journal: one transaction covers everything a candle
 changes — its output record, the paper broker, the streaming-feature state, the window, the last candle
-processed (and later the order events and the exchange position, see :meth:`LiveStore.commit`) — so a
+processed, the order events and the order mirror's state (exchange position, kill-switch counters), the
+sizer's and funding schedule's state; see :meth:`LiveStore.commit` — so a
 ``kill -9`` at any instant leaves either the state before the candle or the state after it, never half of
 each; there is no journal replay or compaction code of our own to get wrong, and readers (a dashboard, a
 test) can read the file while the loop writes. Durability ``fsync`` (the default, ``synchronous=FULL``)
@@ -16,7 +17,9 @@ after the commit, and on ``--resume`` the lines it lacks are re-emitted from the
 appears in it exactly once.
 
 A resume checks the run's identity (source kind, symbol, interval, model content hash, dataset) and
-refuses a state written by another run with one line; ``--force`` overrides.
+refuses a state written by another run with one line; ``--force`` overrides. The order run id (inside
+every orderLinkId) is kept in ``meta`` from the first start on, so a resumed run finds the orders the
+crashed one sent.
 """
 
 from __future__ import annotations
@@ -106,6 +109,14 @@ class LiveStore:
             self.db.execute("DELETE FROM engine")
             rows = [("version", STATE_VERSION), ("identity", identity)]
             self.db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows])
+
+    def meta(self, key: str, default=None):
+        """A value the run keeps for its whole life (e.g. the order run id inside every orderLinkId)."""
+        return self._meta().get(key, default)
+
+    def set_meta(self, key: str, value) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def check_resume(self, identity: dict, force: bool = False) -> LiveState:
         """The saved state, after checking it was written by this very run setup."""

@@ -195,6 +195,14 @@ class StreamingSizer:
         vol = realized_volatility(closes, int(self.rule.vol_window), self.rule.periods_per_year)[-1]
         return float(volatility_target_size(vol, self.rule.target_vol, max_fraction=self.rule.size))
 
+    def state(self) -> dict:
+        """The closes the rule still needs (JSON floats round-trip exactly): a resume sizes bit for bit as
+        an uninterrupted run, even from an exchange that serves no history on resume."""
+        return {"closes": list(self._closes)}
+
+    def set_state(self, state: dict) -> None:
+        self._closes = [float(c) for c in state["closes"]]
+
 
 def add_sizing_arguments(parser) -> None:
     """``--sizing`` and its parameters, shared by ``backtest``, ``live`` and ``demo`` (``--size`` is the
