@@ -127,9 +127,18 @@ def validate_meta(meta: dict, feature_spec=None, where: str = "checkpoint") -> N
                 f"{where}: its label spec is not understood by this dataset module ({exc})"
             ) from None
     in_chans = meta["model"].get("in_chans")
-    if saved.n_channels != in_chans:
+    expected = saved.n_channels
+    if meta.get("universe"):  # higher-timeframe copies of the features and one-hot symbol channels
+        from .inputs import UniverseSpec
+
+        try:
+            universe = UniverseSpec.from_dict(meta["universe"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise UserError(f"{where}: its universe block is not understood ({exc})") from None
+        expected = saved.n_channels * (1 + len(universe.htf)) + universe.extra_channels()
+    if expected != in_chans:
         raise UserError(
-            f"{where}: feature spec has {saved.n_channels} channels but the model expects in_chans={in_chans}"
+            f"{where}: feature spec has {expected} channels but the model expects in_chans={in_chans}"
         )
     norm = meta["normalisation"]
     for key in ("mean", "std"):
