@@ -153,6 +153,26 @@ def symbol_inputs(candles, feature_spec, spec: UniverseSpec, interval_ms: int) -
     return rolling_zscore(features.T, spec.norm_bars)
 
 
+def model_inputs(candles, meta: dict, symbol: str | None) -> np.ndarray:
+    """``[C_in, N]`` inputs of a universe checkpoint (``meta``) for one symbol's candles: as in training,
+    plus the symbol's one-hot channels when the model has a symbol embedding."""
+    from ..features.pipeline import FeatureSpec
+    from .candles import interval_to_ms
+
+    spec = UniverseSpec.from_dict(meta["universe"])
+    interval = meta.get("train_config", {}).get("interval", "60")
+    inputs = symbol_inputs(
+        candles, FeatureSpec.from_dict(meta["feature_spec"]), spec, interval_to_ms(interval)
+    ).T
+    if not spec.symbol_embedding:
+        return inputs
+    if symbol is None:
+        raise UserError(
+            f"this model has a symbol embedding: name the symbol (one of {', '.join(spec.symbols)})"
+        )
+    return np.concatenate([inputs, one_hot(spec, np.array([spec.symbol_id(symbol)]), inputs.shape[1])[0]])
+
+
 def n_feature_channels(feature_spec, spec: UniverseSpec) -> int:
     return feature_spec.n_channels * (1 + len(spec.htf))
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import UserError
 from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
+from .portfolio_cli import add_portfolio_arguments, run_portfolio_cli
 from .report import periods_per_year_from, write_report
 from .signals import signals_from_probs, signals_from_regression
 
@@ -42,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
     parser.add_argument("--sweep", help="comma-separated thresholds to sweep in parallel, e.g. 0.4,0.5,0.6")
     add_config_arguments(parser)
+    add_portfolio_arguments(parser)
 
 
 def _candles(args):
@@ -62,9 +64,10 @@ def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndar
     return array
 
 
-def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
+def model_outputs(checkpoint: str, candles, symbol: str | None = None) -> tuple[np.ndarray, dict]:
     """Model outputs (class probabilities, or regression values) for every bar whose window is complete
-    and finite, NaN rows elsewhere; and the checkpoint's metadata."""
+    and finite, NaN rows elsewhere; and the checkpoint's metadata. ``symbol`` names the series for a model
+    trained on a universe (its symbol embedding)."""
     import torch
 
     from ..data.dataset import sliding_windows
@@ -76,10 +79,16 @@ def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
     model, meta = load_checkpoint(checkpoint)
     regression = model.config.get("task") == "regression"
     c = candles
-    features = compute_features(
-        c.open, c.high, c.low, c.close, c.volume, spec=FeatureSpec.from_dict(meta["feature_spec"])
-    )
-    windows, end_idx = sliding_windows(apply_normalisation(features, meta["normalisation"]), window_of(meta))
+    if meta.get("universe"):  # per-symbol causal normalisation (and HTF / symbol channels) as trained
+        from ..data.universe import model_inputs
+
+        inputs = model_inputs(candles, meta, symbol)
+    else:
+        features = compute_features(
+            c.open, c.high, c.low, c.close, c.volume, spec=FeatureSpec.from_dict(meta["feature_spec"])
+        )
+        inputs = apply_normalisation(features, meta["normalisation"])
+    windows, end_idx = sliding_windows(inputs, window_of(meta))
     rows = np.flatnonzero(np.isfinite(windows).all(axis=(1, 2)))
     chunks = [np.empty((0, model.config["num_outputs"] if regression else 3))]
     with torch.inference_mode():
@@ -98,13 +107,19 @@ def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, di
     if args.probs:
         probs = _load_npy("--probs", args.probs, n, (3,))
         return signals_from_probs(probs, args.threshold), probs, None
-    outputs, meta = model_outputs(args.checkpoint, candles)
+    outputs, meta = model_outputs(args.checkpoint, candles, args.symbol)
+    signal, probs = signals_of(outputs, meta, args.threshold)
+    return signal, probs, meta
+
+
+def signals_of(outputs: np.ndarray, meta: dict, threshold: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(signals, probabilities or None)`` from :func:`model_outputs`; bars without a window Hold."""
     known = np.isfinite(outputs).all(axis=1)
     if meta["task"] == "regression":  # the first horizon's forward return, back in return units
         pred = np.where(known, outputs[:, 0] * float(meta.get("target_scale", [1.0])[0]), 0.0)
-        return signals_from_regression(pred, args.threshold), None, meta
+        return signals_from_regression(pred, threshold), None
     probs = np.where(known[:, None], outputs, np.array([0.0, 0.0, 1.0]))  # no complete window yet: Hold
-    return signals_from_probs(probs, args.threshold), probs, meta
+    return signals_from_probs(probs, threshold), probs
 
 
 def _first_traded_bar(args, candles, meta: dict | None) -> int:
@@ -161,6 +176,8 @@ def _print_sweep(args, thresholds, candles, probs, config, ppy) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "symbols", None):
+        return run_portfolio_cli(args)
     config = config_from_args(args)
     thresholds = _sweep_thresholds(args)
     candles = _candles(args)

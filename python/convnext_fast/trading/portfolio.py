@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numba as nb
 import numpy as np
 
+from ..data.candles import InvalidCandlesError
 from . import _engine
 from ._checks import TradingInputError
 from .backtest import HOURS_PER_YEAR, BacktestConfig, _prepare, _signal_array, trade_records
@@ -216,7 +217,7 @@ def run_portfolio(
         try:  # the single-symbol checks, each error naming its symbol
             parts = _prepare(*(p[i] for p in prices), sizes[i], fund[i])
             parts = (*parts, _signal_array(sig[i]))
-        except TradingInputError as exc:
+        except (TradingInputError, InvalidCandlesError) as exc:  # prices go through the one OHLCV validator
             raise TradingInputError(f"{name}: {exc}") from None
         for store, part in zip(checked, parts, strict=True):
             store.append(part)
