@@ -31,7 +31,10 @@ def test_universe_run_trains_one_model_over_symbols(tmp_path, rng, embedding):
         r = fold["ranges"]
         assert r["train"][1] < r["val"][0] <= r["val"][1] < r["test"][0]
         assert fold["test"]["model"]["n"] == fold["n_windows"]["test"]
-    model, meta = load_checkpoint(result.folds[-1]["checkpoint"], fused=False)
+    model, meta = load_checkpoint(result.folds[-1]["checkpoint"], fused=False, allow_universe=True)
+    # Callers that would build single-symbol inputs (the live loop today) get a clear error instead.
+    with pytest.raises(UserError, match="trained on a universe"):
+        load_checkpoint(result.folds[-1]["checkpoint"], fused=False)
     channels = FeatureSpec().n_channels
     assert meta["universe"]["symbols"] == list(universe)
     assert meta["normalisation"]["rolling_bars"] == 96
@@ -74,7 +77,7 @@ def test_cli_universe_and_its_errors(tmp_path, rng, capsys):
     out = str(tmp_path / "c")
     assert main([*args, "--universe", "synthetic:2x2200", "--out", out, "--horizon", "4", "--htf", "4"]) == 0
     meta = load_checkpoint(json.loads((tmp_path / "c" / "results.json").read_text())["folds"][0]["checkpoint"],
-                           fused=False)[1]  # fmt: skip
+                           fused=False, allow_universe=True)[1]  # fmt: skip
     assert meta["universe"]["htf"] == [4] and meta["model"]["in_chans"] == 2 * FeatureSpec().n_channels
     assert main([*args, "--universe", "synth:3", "--out", out]) == 2
     assert main([*args, "--universe", "synthetic:2", "--symbols", "A,B", "--out", out]) == 2

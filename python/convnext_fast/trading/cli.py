@@ -76,7 +76,7 @@ def model_outputs(checkpoint: str, candles, symbol: str | None = None) -> tuple[
     from ..train import load_checkpoint
     from ..train.prepare import apply_normalisation
 
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, allow_universe=True)
     regression = model.config.get("task") == "regression"
     c = candles
     if meta.get("universe"):  # per-symbol causal normalisation (and HTF / symbol channels) as trained

@@ -170,14 +170,23 @@ def load_checkpoint(
     use_ema: bool = False,
     backend: str = "auto",
     device: str | torch.device = "cpu",
+    allow_universe: bool = False,
 ) -> tuple[reference.ConvNeXt1d, dict]:
     """Rebuild the model (fused by default, else the reference) in eval mode and return ``(model, meta)``.
 
     ``use_ema`` loads the EMA weights when the file has them. Raises :class:`UserError` when the file is
-    not a checkpoint or its config does not match the feature pipeline (or ``feature_spec``)."""
+    not a checkpoint or its config does not match the feature pipeline (or ``feature_spec``). A model
+    trained on a universe (``meta["universe"]``: per-symbol rolling normalisation, maybe higher-timeframe and
+    symbol channels) loads only for callers that build its inputs (``allow_universe``): anyone else would
+    feed it the wrong inputs without an error."""
     tensors, header = read_checkpoint(path)
     meta = json.loads(header["meta"])
     validate_meta(meta, feature_spec, where=f"checkpoint {str(path)!r}")
+    if meta.get("universe") and not allow_universe:
+        raise UserError(
+            f"checkpoint {str(path)!r} was trained on a universe ({', '.join(meta['universe']['symbols'])}): "
+            "its inputs are built per symbol, which this command does not do yet (backtest --symbols does)"
+        )
     config = {k: v for k, v in meta["model"].items() if k != "variant"}
     try:
         model = build_model(config, fused=fused, backend=backend)

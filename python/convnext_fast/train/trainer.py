@@ -465,7 +465,11 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
             f"fold {fold.k}: the validation loss was never finite; lower --lr or check the data"
         )
     best_model, best_meta = load_checkpoint(
-        fold_dir / "best.safetensors", fused=config.fused, backend=config.backend, device=fold.device
+        fold_dir / "best.safetensors",
+        fused=config.fused,
+        backend=config.backend,
+        device=fold.device,
+        allow_universe=True,
     )
     outputs, targets = fold.test_outputs(best_model)
     end_idx = fold.end_idx["test"]
