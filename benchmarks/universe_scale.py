@@ -30,12 +30,10 @@ def run_one(n: int, bars: int, per_symbol: int, extra: list[str]) -> dict:
             raise SystemExit(f"N={n} failed: {done.stderr[-2000:]}")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child so far
         results = json.loads((Path(tmp) / "run" / "results.json").read_text())
-        disk = sum(f.stat().st_size for f in (Path(tmp) / "run" / "universe").rglob("*.bin"))
     return {
         "symbols": n,
         "bars": bars,
         "peak_rss_mb": round(peak / 2**20, 1),
-        "universe_files_mb": round(disk / 2**20, 1),
         "train_samples_per_s": round(results["train_samples_per_s"], 1),
         "wall_s": round(wall, 1),
     }

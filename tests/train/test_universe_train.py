@@ -42,6 +42,9 @@ def test_universe_run_trains_one_model_over_symbols(tmp_path, rng, embedding):
     assert model.config["in_chans"] == channels + (3 if embedding else 0)
     x = torch.randn(2, model.config["in_chans"], 64)
     assert torch.isfinite(model(x)).all()
+    assert not list((tmp_path / "r" / "universe").rglob("*.bin")), (
+        "the memory-mapped inputs are removed at the end"
+    )
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["symbol_embedding"] is embedding
 

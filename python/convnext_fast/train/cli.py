@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stride", type=int, default=d.stride, help="bars between samples (default %(default)s)"
     )
     data.add_argument(
-        "--max-windows", type=int, default=None, help="keep only the newest N samples (fast CPU runs)"
+        "--max-windows",
+        type=int,
+        default=None,
+        help="keep only the newest N samples (fast CPU runs; a universe splits N evenly over its symbols)",
     )
     data.add_argument(
         "--augment", action="store_true", help="train-time augmentation (slicing, warping, scaling, jitter)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -588,8 +589,11 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             htf=config.htf,
             symbol_embedding=config.symbol_embedding,
         )
-        # One folder per process: ranks never write one another's files.
-        folder = run_dir / "universe" / f"rank{ctx.rank}"
+        # One folder per process (rank, and fold when folds are farmed out): none writes another's files.
+        # It holds only derived arrays and is removed once training ends.
+        folder = (
+            run_dir / "universe" / (f"fold{config.fold}-rank{ctx.rank}" if one_fold else f"rank{ctx.rank}")
+        )
         data = prepare.prepare_universe(
             series, folder, spec=spec, interval_ms=inputs.interval_to_ms(config.interval), **common
         )
@@ -626,6 +630,8 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             distributed.barrier(ctx)
     finally:
         log.close()
+        if isinstance(data, prepare.UniverseData):
+            shutil.rmtree(data.universe.folder, ignore_errors=True)
     if not ctx.is_main:
         return None
     if one_fold:
