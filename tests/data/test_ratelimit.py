@@ -20,7 +20,7 @@ from tests.data.fake_bybit import FakeBybit, random_candles
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL_S = 0.02
-CALLS = 40
+CALLS = 60
 
 _WORKER = textwrap.dedent(
     """
@@ -72,12 +72,13 @@ def test_two_processes_share_one_rate_limit(tmp_path, rng):
         alone = _two_workers(fake, tmp_path / "state", shared=False)
     assert len(shared) == len(alone) == 2 * CALLS
     # The schedule allows span / interval + 1 starts in any span; arrival jitter on a busy box adds a few.
-    span = 0.5
+    span = 1.0
     limit = span / INTERVAL_S + 1
-    assert _max_in_any(shared, span) <= limit + 3
+    # Slack of 5 requests: a process woken up to 100 ms late bunches its request with the next ones.
+    assert _max_in_any(shared, span) <= limit + 5
     assert (shared[-1] - shared[0]) >= (2 * CALLS - 1) * INTERVAL_S * 0.9
-    # Control: each process pacing only itself goes well over the machine's limit.
-    assert _max_in_any(alone, span) > limit + 3
+    # Control: each process pacing only itself goes well over the machine's limit (about twice it).
+    assert _max_in_any(alone, span) > limit + 5
 
 
 def test_limiter_slots_are_spaced_and_survive_a_stale_file(tmp_path):
