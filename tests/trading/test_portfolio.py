@@ -168,7 +168,10 @@ def test_backtest_symbols_cli_reports_portfolio_and_symbols(universe_run, tmp_pa
     root, symbols, checkpoint = universe_run
     common = ["backtest", "--data", str(root / "store"), "--checkpoint", checkpoint, "--threshold", "0.34"]
     out = tmp_path / "p"
-    assert main([*common, "--symbols", ",".join(symbols), "--sizing", "symbol", "--out", str(out)]) == 0
+    assert (
+        main([*common, "--symbols", ",".join(symbols), "--portfolio-sizing", "symbol", "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert all(f"| {s} |" in printed for s in symbols) and "| portfolio |" in printed
     page = (out / "report.html").read_text()

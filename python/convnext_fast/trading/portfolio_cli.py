@@ -28,7 +28,7 @@ def add_portfolio_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated symbols of the --data store: one portfolio backtest with --checkpoint's model",
     )
     group.add_argument(
-        "--sizing",
+        "--portfolio-sizing",
         choices=SIZINGS,
         default="portfolio",
         help="--size as a fraction of the portfolio's equity (portfolio, default) or of the capital plus the "
@@ -84,7 +84,7 @@ def run_portfolio_cli(args: argparse.Namespace) -> int:
     signal = np.stack([series[s][1][rows[s]][first:] for s in symbols])
     prices = [stack(f) for f in ("open", "high", "low", "close")]
     result = run_portfolio(
-        *prices, signal, args.size, config, symbols=symbols, timestamps_ms=times, sizing=args.sizing
+        *prices, signal, args.size, config, symbols=symbols, timestamps_ms=times, sizing=args.portfolio_sizing
     )
     ppy = periods_per_year_from(times)
     trades = np.concatenate([result.trades[s] for s in symbols])
@@ -96,7 +96,7 @@ def run_portfolio_cli(args: argparse.Namespace) -> int:
         index,
         args.out,
         periods_per_year=ppy,
-        title=f"convnext_fast portfolio backtest — {', '.join(symbols)} ({args.sizing} sizing)",
+        title=f"convnext_fast portfolio backtest — {', '.join(symbols)} ({args.portfolio_sizing} sizing)",
         trades_chart=False,
         extra_html=_symbol_table(result, ppy),
     )
