@@ -182,7 +182,7 @@ def test_bad_universe_arguments_are_named(tmp_path, ragged):
 
 
 _MEASURE = r"""
-import json, sys, threading, time
+import itertools, json, sys, threading, time
 import numpy as np
 from convnext_fast.data.synthetic import synthetic_ohlcv
 from convnext_fast.data.candles import Candles
@@ -211,9 +211,9 @@ uni = build_universe(((s, load(i)) for i, s in enumerate(spec.symbols)), folder,
                      targets_of=lambda c: make_labels(c.close, c.high, c.low, lab))
 end, sym = usable_windows(uni, np.asarray(uni.targets) >= 0, 64, 1, None)
 ds = UniverseWindowDataset(uni, uni.targets, end, 64)
-order = list(BalancedSampler(ds.symbol, seed=0))
-for k in range(0, min(len(order), 20_000), 256):
-    x, y = ds[order[k:k + 256]]
+order = iter(BalancedSampler(ds.symbol, seed=0))
+for _ in range(8_000 // 256):
+    x, y = ds[list(itertools.islice(order, 256))]
 time.sleep(0.02)
 vm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print(json.dumps({"peak_anon": peak[0], "vm_hwm": vm, "features_bytes": int(uni.features.nbytes)}))
@@ -231,9 +231,9 @@ def _measure(n_sym: int, bars: int, folder: Path) -> dict:
 def test_ram_stays_bounded_as_symbols_grow(tmp_path):
     """Peak anonymous memory (what the machine cannot page back to the file) hardly grows from 2 to 12
     symbols: features live in the memory-mapped file, one symbol is built at a time."""
-    small, big = _measure(2, 30_000, tmp_path / "a"), _measure(12, 30_000, tmp_path / "b")
+    small, big = _measure(2, 20_000, tmp_path / "a"), _measure(12, 20_000, tmp_path / "b")
     per_symbol = big["features_bytes"] / 12
     assert big["features_bytes"] > 6 * small["features_bytes"] - 1
     # Holding the 10 extra symbols' inputs in RAM would add 10 * per_symbol; what does grow are the
-    # per-window index arrays (tens of bytes per bar, against 4 bytes x channels for the inputs).
-    assert big["peak_anon"] - small["peak_anon"] < 4 * per_symbol, (small, big, per_symbol)
+    # per-window index arrays (tens of bytes per bar, against 4 bytes x 40 channels for the inputs).
+    assert big["peak_anon"] - small["peak_anon"] < 0.5 * 10 * per_symbol, (small, big, per_symbol)

@@ -396,4 +396,6 @@ class BalancedSampler(torch.utils.data.Sampler):
         picks = torch.multinomial(
             self.weights, self.per_rank * self.num_replicas, replacement=True, generator=g
         )
-        return iter(picks[self.rank :: self.num_replicas].tolist())
+        # Python ints in blocks: a whole epoch's list would cost ~36 bytes per window of RAM.
+        for block in picks[self.rank :: self.num_replicas].split(65_536):
+            yield from block.tolist()
