@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="training threads")
     parser.add_argument("--seed", type=int, default=0, help="SYNTHETIC market and training seed")
     _add_sizing_and_funding(parser)
+    from .demo_universe import add_universe_arguments
+
+    add_universe_arguments(parser)
 
 
 def _add_sizing_and_funding(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +211,10 @@ def _live_replay(
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "universe", False):
+        from .demo_universe import run_universe_demo
+
+        return run_universe_demo(args)
     from .data.store import CandleStore
     from .train import load_checkpoint
 

@@ -85,7 +85,9 @@ def kline_row(c: Candle) -> list[str]:
 
 
 class FakeBybit:
-    """Serves ``candles`` for one (category, symbol, interval); anything else gets retCode 10001.
+    """Serves ``candles`` for one (category, symbol, interval), and REST klines of ``more_symbols``
+    ({symbol: candles}, same category and interval; the stream stays ``symbol``'s); anything else gets
+    retCode 10001. ``request_times`` holds the arrival (``time.time()``) of every HTTP request.
 
     ``now_ms`` is the server clock reported in responses: the candle containing it is still forming and
     appears in REST output like on Bybit (default: just after the last candle closed)."""
@@ -98,8 +100,11 @@ class FakeBybit:
         interval: str = "60",
         category: str = "linear",
         now_ms: int | None = None,
+        more_symbols: dict[str, Candles] | None = None,
     ):
         self.symbol, self.interval, self.category = symbol, check_interval(interval), category
+        self.more_symbols = dict(more_symbols or {})
+        self.request_times: list[float] = []
         self._candles = candles
         self.now_ms = (
             now_ms
@@ -245,6 +250,8 @@ class FakeBybit:
             return None
         url = urlsplit(request.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        with self._lock:
+            self.request_times.append(time.time())
         if url.path == "/v5/market/time":
             with self._lock:
                 self.time_requests += 1
@@ -289,7 +296,8 @@ class FakeBybit:
         for name in ("category", "symbol", "interval"):
             if name not in params:
                 return self._envelope(10001, f"params error: {name} is required", {})
-        if (params["category"], params["symbol"]) != (self.category, self.symbol):
+        symbol = params["symbol"]
+        if params["category"] != self.category or symbol not in (self.symbol, *self.more_symbols):
             return self._envelope(10001, "Not supported symbols", {})
         if params["interval"] != self.interval:
             return self._envelope(10001, "Invalid period!", {})
@@ -297,7 +305,8 @@ class FakeBybit:
         if not 1 <= limit <= 1000:
             return self._envelope(10001, "params error: limit", {})
         with self._lock:
-            candles, now = self._candles, self.now_ms + self.clock_skew_ms
+            candles = self._candles if symbol == self.symbol else self.more_symbols[symbol]
+            now = self.now_ms + self.clock_skew_ms
             if self.stuck_params is not None:
                 self.stuck_params = self.stuck_params or dict(params)
                 params = self.stuck_params
@@ -311,7 +320,7 @@ class FakeBybit:
         if kind == "bad_row" and rows:
             i = opt.get("row", 0)
             rows[i] = _broken_row(rows[i], opt.get("variant", "short"))
-        result = {"symbol": self.symbol, "category": self.category, "list": rows}
+        result = {"symbol": symbol, "category": self.category, "list": rows}
         return self._envelope(0, "OK", result, time_field=time_field)
 
     def _envelope(self, code: int, msg: str, result: dict, headers: dict | None = None, time_field=None):

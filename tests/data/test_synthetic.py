@@ -76,3 +76,24 @@ def test_bad_arguments_are_named(kwargs, name):
 def test_bad_spec_is_named(field, value):
     with pytest.raises(ValueError, match=field):
         SyntheticMarketSpec(**{field: value})
+
+
+def test_universe_is_valid_correlated_and_reproducible(seed):
+    from convnext_fast.data.synthetic import synthetic_universe
+
+    uni = synthetic_universe(4, 3_000, seed=seed)
+    assert list(uni) == ["SYNTHETIC00", "SYNTHETIC01", "SYNTHETIC02", "SYNTHETIC03"]
+    for candles in uni.values():
+        candles.validate("60")
+        assert np.array_equal(candles.start_ms, uni["SYNTHETIC00"].start_ms)
+    returns = np.stack([np.diff(np.log(c.close)) for c in uni.values()])
+    corr = np.corrcoef(returns)[np.triu_indices(4, 1)]
+    assert np.all((corr > 0.25) & (corr < 0.75)), corr  # loading 0.7: about 0.49
+    levels = [c.close[0] for c in uni.values()]
+    assert max(levels) / min(levels) > 1.5, "symbols trade at different price levels"
+    independent = synthetic_universe(3, 3_000, seed=seed, loading=0.0)
+    corr0 = np.corrcoef(np.stack([np.diff(np.log(c.close)) for c in independent.values()]))
+    assert np.all(np.abs(corr0[np.triu_indices(3, 1)]) < 0.12)
+    again = synthetic_universe(4, 3_000, seed=seed)
+    assert all(again[s].equals(uni[s]) for s in uni)
+    assert not synthetic_universe(4, 3_000, seed=seed + 1)["SYNTHETIC00"].equals(uni["SYNTHETIC00"])

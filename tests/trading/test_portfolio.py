@@ -139,3 +139,64 @@ def test_symbol_sizing_runs_each_symbol_as_its_own_backtest_in_parallel(rng):
     np.testing.assert_allclose(book.equity, config.initial_equity + book.pnl.sum(axis=0), rtol=1e-12)
     with pytest.raises(TradingInputError, match="sizing must be one of"):
         run_portfolio(**m, sizing="equal")
+
+
+# ---- backtest --symbols (the CLI) --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def universe_run(tmp_path_factory):
+    """A tiny model trained on a 3-symbol SYNTHETIC universe, and the universe in a candle store."""
+    from convnext_fast.data.store import CandleStore
+    from convnext_fast.data.synthetic import synthetic_universe
+    from convnext_fast.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("uni")
+    seed = int(np.random.default_rng().integers(2**31))
+    universe = synthetic_universe(3, 1500, seed=seed)
+    store = CandleStore(root / "store")
+    for symbol, candles in universe.items():
+        store.write(candles, symbol, "60")
+    config = TrainConfig(
+        out=str(root / "run"), dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), window=64, stride=2, batch_size=32,
+        epochs=1, warmup_epochs=0, folds=2, fused=False, device="cpu", norm_bars=96, symbol_embedding=True,
+        label={"horizon": 4, "threshold": 0.004}, max_windows=1500, seed=seed % 100,
+    )  # fmt: skip
+    result = train(config, candles=universe)
+    return root, list(universe), result.folds[-1]["checkpoint"]
+
+
+def test_backtest_symbols_cli_reports_portfolio_and_symbols(universe_run, tmp_path, capsys):
+    import json
+
+    from convnext_fast.cli import main
+
+    root, symbols, checkpoint = universe_run
+    common = ["backtest", "--data", str(root / "store"), "--checkpoint", checkpoint, "--threshold", "0.34"]
+    out = tmp_path / "p"
+    assert (
+        main([*common, "--symbols", ",".join(symbols), "--portfolio-sizing", "symbol", "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert all(f"| {s} |" in printed for s in symbols) and "| portfolio |" in printed
+    page = (out / "report.html").read_text()
+    assert "Per symbol" in page and all(s in page for s in symbols)
+    csv = (out / "trades.csv").read_text().splitlines()
+    assert csv[0].startswith("symbol,") and {line.split(",")[0] for line in csv[1:]} <= set(symbols)
+    # With per-symbol sizing each symbol's book is that symbol's own backtest: compare with backtest --symbol.
+    portfolio = {line.split("|")[1].strip(): line for line in printed.splitlines() if line.startswith("| ")}
+    for symbol in np.random.default_rng().choice(symbols, size=1):
+        single = tmp_path / symbol
+        assert main([*common, "--symbol", symbol, "--out", str(single)]) == 0
+        metrics = json.loads((single / "metrics.json").read_text())
+        row = portfolio[symbol].split("|")[2:-1]
+        assert float(row[0]) == pytest.approx(metrics["total_return"], rel=1e-3, abs=1e-6)
+        assert int(row[3]) == metrics["total_trades"]
+    capsys.readouterr()
+    assert main([*common, "--symbols", "SYNTHETIC00,NOPE", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main([*common, "--symbols", ",".join(symbols), "--sweep", "0.4,0.5", "--out", str(tmp_path / "y")])
+        == 2
+    )
+    assert main([*common, "--symbol", "OTHER", "--out", str(tmp_path / "w")]) == 2

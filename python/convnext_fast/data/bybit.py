@@ -68,7 +68,9 @@ class BybitClient:
     """Bybit V5 public market data.
 
     ``ws_url`` may contain ``{category}``. ``min_request_interval`` paces REST calls (default 0.05 s:
-    100 requests / 5 s, a sixth of Bybit's 600 / 5 s IP limit). ``progress`` None shows a bar only on a TTY.
+    100 requests / 5 s, a sixth of Bybit's 600 / 5 s IP limit); with ``shared_rate_limit`` (default) that
+    pace is one schedule shared by every client and process on this machine that talks to the same host
+    (:mod:`convnext_fast.data.ratelimit`), since Bybit counts requests per IP. ``progress`` None shows a bar only on a TTY.
     ``ping_interval``/``ping_timeout``/``reconnect_delay``/``max_reconnect_delay`` tune the stream (see
     :mod:`convnext_fast.data.bybit_ws`); tests shrink them."""
 
@@ -86,6 +88,7 @@ class BybitClient:
         ping_timeout: float = 10.0,
         reconnect_delay: float = 1.0,
         max_reconnect_delay: float = 60.0,
+        shared_rate_limit: bool = True,
     ):
         if category not in CATEGORIES:
             raise UserError(f"category {category!r} is not one of {', '.join(CATEGORIES)}")
@@ -110,6 +113,13 @@ class BybitClient:
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._pace_lock = threading.Lock()
         self._last_request = 0.0
+        self._limiter = None
+        if shared_rate_limit and min_request_interval > 0:
+            from .ratelimit import SharedRateLimiter, limiter_path
+
+            self._limiter = SharedRateLimiter(
+                limiter_path(httpx.URL(self.base_url).netloc.decode()), min_request_interval
+            )
 
     def close(self) -> None:
         self._http.close()
@@ -252,6 +262,9 @@ class BybitClient:
         raise AssertionError("unreachable")
 
     def _pace(self) -> None:
+        if self._limiter is not None:
+            self._limiter.acquire()
+            return
         with self._pace_lock:
             wait = self._last_request + self.min_request_interval - time.monotonic()
             if wait > 0:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # Rows checked per step when scanning a [M, C, T] windows view for NaN, to bound the temporary mask.
 _NAN_SCAN_ROWS = 4096
+_NAN_SCAN_BARS = 65536
 
 
 def sliding_windows(features, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +59,15 @@ def sliding_windows(features, window: int, stride: int = 1) -> tuple[np.ndarray,
     windows = view.transpose(1, 0, 2)[::stride]
     end_idx = np.arange(window - 1, features.shape[1], stride, dtype=np.int64)
     return windows, end_idx
+
+
+def _bad_bars(features: np.ndarray) -> np.ndarray:
+    """``[N]`` True where any channel is non-finite, scanned in column blocks: a ``[C, N]`` boolean mask at
+    once would be a quarter of a memory-mapped universe's size in RAM."""
+    bad = np.empty(features.shape[1], dtype=bool)
+    for lo in range(0, features.shape[1], _NAN_SCAN_BARS):
+        bad[lo : lo + _NAN_SCAN_BARS] = ~np.isfinite(features[:, lo : lo + _NAN_SCAN_BARS]).all(axis=0)
+    return bad
 
 
 class WindowDataset(Dataset):
@@ -118,7 +128,7 @@ class WindowDataset(Dataset):
         short = end_idx < window - 1
         rows = np.where(short, 0, end_idx - (window - 1))
         # A window is bad when any bar in it has a non-finite channel: count bad bars with a prefix sum.
-        bad_bars = np.concatenate(([0], np.cumsum(~np.isfinite(features).all(axis=0))))
+        bad_bars = np.concatenate(([0], np.cumsum(_bad_bars(features))))
         bad_window = ~short & (bad_bars[end_idx + 1] - bad_bars[rows] > 0)
         return windows, rows, short, bad_window
 

@@ -18,6 +18,10 @@ The model, per bar of ``interval_ms``:
 - **Volume**: log-normal, rising with the regime's volatility and the bar's absolute return.
 
 The same ``seed`` always gives the same market.
+
+A SYNTHETIC *universe* (:func:`synthetic_universe`) is several such markets whose sub-step shocks share a
+common "market factor" with weight ``loading`` (the rest is each symbol's own), so their returns correlate
+by about ``loading**2`` while each keeps its own regimes, price level and volume.
 """
 
 from __future__ import annotations
@@ -104,9 +108,14 @@ def synthetic_ohlcv(
     interval_ms: int = 3_600_000,
     start_ms: int = DEFAULT_START_MS,
     spec: SyntheticMarketSpec | None = None,
+    common: np.ndarray | None = None,
+    loading: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Generate ``n_bars`` SYNTHETIC candles as ``{"start_ms", "open", "high", "low", "close", "volume",
-    "turnover", "regime"}`` numpy arrays (``regime`` 0/1/2 = calm/normal/turbulent, for inspection)."""
+    "turnover", "regime"}`` numpy arrays (``regime`` 0/1/2 = calm/normal/turbulent, for inspection).
+
+    ``common`` (unit-variance shocks ``[n_bars, substeps]``) mixed in with weight ``loading`` makes
+    markets generated from the same ``common`` move together (see :func:`synthetic_universe`)."""
     if isinstance(n_bars, bool) or not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
         raise ValueError(f"n_bars must be a positive integer, got {n_bars!r}")
     if isinstance(interval_ms, bool) or not isinstance(interval_ms, (int, np.integer)) or interval_ms < 1:
@@ -118,7 +127,14 @@ def synthetic_ohlcv(
     regimes = _regime_path(n, spec, rng)
     vol = np.asarray(spec.regime_vol)[regimes]
     t_scale = np.sqrt((spec.tail_df - 2.0) / spec.tail_df)  # unit-variance Student-t
-    shocks = rng.standard_t(spec.tail_df, size=(n, k)) * t_scale * (vol[:, None] / np.sqrt(k))
+    own = rng.standard_t(spec.tail_df, size=(n, k)) * t_scale
+    if common is not None:
+        if common.shape != (n, k):
+            raise ValueError(f"common must have shape {(n, k)}, got {common.shape}")
+        if not 0.0 <= loading <= 1.0:
+            raise ValueError(f"loading must be in [0, 1], got {loading}")
+        own = loading * common + np.sqrt(1.0 - loading**2) * own
+    shocks = own * (vol[:, None] / np.sqrt(k))
     trend_noise = rng.standard_normal(n) * np.sqrt(1.0 - spec.trend_persistence**2)
     drift = spec.trend_strength * vol * _ar1(trend_noise, spec.trend_persistence)
     shocks += (drift / k)[:, None]
@@ -159,3 +175,45 @@ def synthetic_candles(n_bars: int, **kwargs):
     bars = synthetic_ohlcv(n_bars, **kwargs)
     bars.pop("regime")
     return Candles(**bars)
+
+
+def synthetic_symbol(i: int) -> str:
+    """The name of symbol ``i`` of a SYNTHETIC universe (it says SYNTHETIC wherever it is shown)."""
+    return f"{SYNTHETIC_SYMBOL}{i:02d}"
+
+
+def synthetic_universe(
+    n_symbols: int,
+    n_bars: int,
+    *,
+    seed: int = 0,
+    loading: float = 0.7,
+    interval_ms: int = 3_600_000,
+    start_ms: int = DEFAULT_START_MS,
+) -> dict[str, object]:
+    """``{SYNTHETIC00: Candles, ...}``: ``n_symbols`` correlated SYNTHETIC markets on one time grid, each
+    with its own regimes, start price (from ~1 to ~30 000) and volume scale."""
+    if isinstance(n_symbols, bool) or not isinstance(n_symbols, (int, np.integer)) or n_symbols < 1:
+        raise ValueError(f"n_symbols must be a positive integer, got {n_symbols!r}")
+    from .candles import Candles
+
+    spec0 = SyntheticMarketSpec()
+    rng = np.random.default_rng([seed, 0])
+    t_scale = np.sqrt((spec0.tail_df - 2.0) / spec0.tail_df)
+    common = rng.standard_t(spec0.tail_df, size=(int(n_bars), spec0.substeps)) * t_scale
+    out = {}
+    for i in range(int(n_symbols)):
+        level = float(10.0 ** rng.uniform(0.0, 4.5))
+        spec = SyntheticMarketSpec(start_price=level, base_volume=1e7 / level)
+        bars = synthetic_ohlcv(
+            n_bars,
+            seed=int(rng.integers(2**62)),
+            interval_ms=interval_ms,
+            start_ms=start_ms,
+            spec=spec,
+            common=common,
+            loading=loading,
+        )
+        bars.pop("regime")
+        out[synthetic_symbol(i)] = Candles(**bars)
+    return out

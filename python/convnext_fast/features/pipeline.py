@@ -395,6 +395,49 @@ def features_from_candles(candles, spec: FeatureSpec | None = None, *, dtype=np.
     )
 
 
+def higher_timeframe_features(
+    start_ms,
+    open,
+    high,
+    low,
+    close,
+    volume,
+    *,
+    interval_ms: int,
+    factor: int,
+    spec: FeatureSpec | None = None,
+) -> np.ndarray:
+    """Features of the ``factor`` × ``interval_ms`` bars (e.g. 4h from 1h), aligned to the base bars without
+    look-ahead: ``[spec.n_channels, N]`` float32 where bar t holds the features of the newest higher bar that
+    is *closed* at t's close (the one t completes, else the one before its own). Higher bars are aligned to
+    the epoch (00:00 UTC) and aggregated from the base bars in them (open first, high max, low min, close
+    last, volume sum); NaN until the first one closes and through the features' warm-up."""
+    spec = FeatureSpec() if spec is None else spec
+    start_ms = np.asarray(start_ms, dtype=np.int64)
+    o, h, lo, c, v = _check_candles(open, high, low, close, volume)
+    if factor < 2 or interval_ms < 1:
+        raise ValueError(f"factor must be >= 2 and interval_ms >= 1, got {factor}, {interval_ms}")
+    span = int(interval_ms) * int(factor)
+    bucket = start_ms // span
+    starts = np.flatnonzero(np.concatenate(([True], bucket[1:] != bucket[:-1])))
+    ends = np.concatenate((starts[1:] - 1, [len(c) - 1]))
+    higher = compute_features(
+        o[starts],
+        np.maximum.reduceat(h, starts),
+        np.minimum.reduceat(lo, starts),
+        c[ends],
+        np.add.reduceat(v, starts),
+        spec,
+    )
+    own = np.cumsum(np.concatenate(([False], bucket[1:] != bucket[:-1])))  # index of each bar's higher bar
+    closes_it = start_ms + int(interval_ms) == (bucket + 1) * span
+    source = np.where(closes_it, own, own - 1)
+    out = np.full((spec.n_channels, len(c)), np.nan, dtype=np.float32)
+    have = source >= 0
+    out[:, have] = higher[:, source[have]]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ streaming
 # Order of the indicator blocks in the streaming state (EMA blocks follow, one per period).
 (B_RET, B_VOL_SMA, B_VWAP, B_RSI, B_MACD, B_STOCH, B_ATR, B_BB, B_KC, B_ADX, B_EMA) = range(11)

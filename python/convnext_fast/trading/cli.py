@@ -16,6 +16,7 @@ from ..data.funding import add_funding_arguments, funding_for_bars
 from ..errors import UserError
 from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
 from .decision import DecisionPolicy
+from .portfolio_cli import add_portfolio_arguments, run_portfolio_cli
 from .report import periods_per_year_from, write_report
 from .signals import signals_from_probs
 from .sizing import add_sizing_arguments, sizing_from_args
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     add_sizing_arguments(parser)
     add_funding_arguments(parser)
+    add_portfolio_arguments(parser)
 
 
 def _candles(args):
@@ -67,10 +69,11 @@ def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndar
     return array
 
 
-def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
+def model_outputs(checkpoint: str, candles, symbol: str | None = None) -> tuple[np.ndarray, dict]:
     """Raw model outputs (logits, or scaled regression values) for every bar whose window is complete and
     finite, NaN rows elsewhere; and the checkpoint's metadata. :class:`DecisionPolicy` turns them into
-    signals, the same way the live loop does bar by bar."""
+    signals, the same way the live loop does bar by bar. ``symbol`` names the series for a model trained on
+    a universe (its per-symbol inputs and symbol channel)."""
     import torch
 
     from ..data.dataset import sliding_windows
@@ -79,12 +82,18 @@ def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
     from ..train import load_checkpoint
     from ..train.prepare import apply_normalisation
 
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, allow_universe=True)
     c = candles
-    features = compute_features(
-        c.open, c.high, c.low, c.close, c.volume, spec=FeatureSpec.from_dict(meta["feature_spec"])
-    )
-    windows, end_idx = sliding_windows(apply_normalisation(features, meta["normalisation"]), window_of(meta))
+    if meta.get("universe"):  # per-symbol causal normalisation (and HTF / symbol channels) as trained
+        from ..data.universe import model_inputs
+
+        inputs = model_inputs(candles, meta, symbol)
+    else:
+        features = compute_features(
+            c.open, c.high, c.low, c.close, c.volume, spec=FeatureSpec.from_dict(meta["feature_spec"])
+        )
+        inputs = apply_normalisation(features, meta["normalisation"])
+    windows, end_idx = sliding_windows(inputs, window_of(meta))
     rows = np.flatnonzero(np.isfinite(windows).all(axis=(1, 2)))
     regression = model.config.get("task") == "regression"
     chunks = [np.empty((0, model.config["num_outputs"] if regression else model.config["num_classes"]))]
@@ -98,11 +107,11 @@ def model_outputs(checkpoint: str, candles) -> tuple[np.ndarray, dict]:
 
 
 def checkpoint_decisions(
-    checkpoint: str, candles, threshold: float
+    checkpoint: str, candles, threshold: float, symbol: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, dict, DecisionPolicy]:
     """``(signals, probs or None, meta, policy)`` of a checkpoint over ``candles``: the batch side of the
     one decision path (bars without a complete window are Hold)."""
-    outputs, meta = model_outputs(checkpoint, candles)
+    outputs, meta = model_outputs(checkpoint, candles, symbol)
     policy = DecisionPolicy.from_meta(meta, threshold, where=f"checkpoint {checkpoint!r}")
     signals, probs, _ = policy.batch(outputs)
     return signals, probs, meta, policy
@@ -115,7 +124,7 @@ def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, di
     if args.probs:
         probs = _load_npy("--probs", args.probs, n, (3,))
         return signals_from_probs(probs, args.threshold), probs, None
-    signals, probs, meta, _ = checkpoint_decisions(args.checkpoint, candles, args.threshold)
+    signals, probs, meta, _ = checkpoint_decisions(args.checkpoint, candles, args.threshold, args.symbol)
     return signals, probs, meta
 
 
@@ -204,6 +213,8 @@ def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "symbols", None):
+        return run_portfolio_cli(args)
     config = config_from_args(args)
     thresholds = _sweep_thresholds(args)
     candles = _candles(args)

@@ -131,8 +131,13 @@ def write_report(
     *,
     periods_per_year: float | None = None,
     title: str = "convnext_fast backtest",
+    trades_chart: bool = True,
+    extra_html: str = "",
 ) -> Path:
-    """Write ``out_dir/report.html`` (and ``metrics.json`` beside it); returns the HTML path."""
+    """Write ``out_dir/report.html`` (and ``metrics.json`` beside it); returns the HTML path.
+
+    ``close`` is the buy-and-hold reference (for a portfolio: an equal-weight index, with ``trades_chart``
+    off since its trades are on many prices); ``extra_html`` is appended (e.g. per-symbol tables)."""
     times = np.asarray(timestamps_ms, dtype=np.int64)
     prices = as_float_array("close", close)
     check_same_length(equity=result.equity, timestamps_ms=times, close=prices)
@@ -147,12 +152,15 @@ def write_report(
         f"<p>{dates[0]} → {dates[-1]} UTC, {len(times)} bars, {ppy:.0f} bars/year. Config: <code>{config}</code></p>",
         f"<img alt='equity' src='data:image/png;base64,{_equity_chart(dates, result.equity, prices)}'>",
         f"<img alt='drawdown' src='data:image/png;base64,{_drawdown_chart(dates, result.equity)}'>",
-        f"<img alt='trades' src='data:image/png;base64,{_trades_chart(dates, prices, result.trades)}'>",
+        f"<img alt='trades' src='data:image/png;base64,{_trades_chart(dates, prices, result.trades)}'>"
+        if trades_chart
+        else "",
         "<h2>Monthly returns</h2>",
         _monthly_table(monthly_returns(times, result.equity)),
         "<h2>Metrics</h2>",
         _metrics_table(metrics),
         f"<p>Exits: {_exit_counts(result.trades)}</p>",
+        extra_html,
     ]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
     page += f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"

@@ -127,9 +127,18 @@ def validate_meta(meta: dict, feature_spec=None, where: str = "checkpoint") -> N
                 f"{where}: its label spec is not understood by this dataset module ({exc})"
             ) from None
     in_chans = meta["model"].get("in_chans")
-    if saved.n_channels != in_chans:
+    expected = saved.n_channels
+    if meta.get("universe"):  # higher-timeframe copies of the features and one-hot symbol channels
+        from .inputs import UniverseSpec
+
+        try:
+            universe = UniverseSpec.from_dict(meta["universe"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise UserError(f"{where}: its universe block is not understood ({exc})") from None
+        expected = saved.n_channels * (1 + len(universe.htf)) + universe.extra_channels()
+    if expected != in_chans:
         raise UserError(
-            f"{where}: feature spec has {saved.n_channels} channels but the model expects in_chans={in_chans}"
+            f"{where}: feature spec has {expected} channels but the model expects in_chans={in_chans}"
         )
     norm = meta["normalisation"]
     for key in ("mean", "std"):
@@ -161,14 +170,23 @@ def load_checkpoint(
     use_ema: bool = False,
     backend: str = "auto",
     device: str | torch.device = "cpu",
+    allow_universe: bool = False,
 ) -> tuple[reference.ConvNeXt1d, dict]:
     """Rebuild the model (fused by default, else the reference) in eval mode and return ``(model, meta)``.
 
     ``use_ema`` loads the EMA weights when the file has them. Raises :class:`UserError` when the file is
-    not a checkpoint or its config does not match the feature pipeline (or ``feature_spec``)."""
+    not a checkpoint or its config does not match the feature pipeline (or ``feature_spec``). A model
+    trained on a universe (``meta["universe"]``: per-symbol rolling normalisation, maybe higher-timeframe and
+    symbol channels) loads only for callers that build its inputs (``allow_universe``): anyone else would
+    feed it the wrong inputs without an error."""
     tensors, header = read_checkpoint(path)
     meta = json.loads(header["meta"])
     validate_meta(meta, feature_spec, where=f"checkpoint {str(path)!r}")
+    if meta.get("universe") and not allow_universe:
+        raise UserError(
+            f"checkpoint {str(path)!r} was trained on a universe ({', '.join(meta['universe']['symbols'])}): "
+            "its inputs are built per symbol, which this command does not do yet (backtest --symbols does)"
+        )
     config = {k: v for k, v in meta["model"].items() if k != "variant"}
     try:
         model = build_model(config, fused=fused, backend=backend)

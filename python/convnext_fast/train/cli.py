@@ -23,7 +23,9 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     data = parser.add_argument_group("data")
-    data.add_argument("--data", required=True, help="candle CSV file or candle-store folder")
+    data.add_argument(
+        "--data", default=None, help="candle CSV file or candle-store folder (not needed for --universe)"
+    )
     data.add_argument("--symbol", default=d.symbol, help="symbol in a candle store (default %(default)s)")
     data.add_argument(
         "--interval", default=d.interval, help="interval in a candle store (default %(default)s)"
@@ -33,10 +35,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stride", type=int, default=d.stride, help="bars between samples (default %(default)s)"
     )
     data.add_argument(
-        "--max-windows", type=int, default=None, help="keep only the newest N samples (fast CPU runs)"
+        "--max-windows",
+        type=int,
+        default=None,
+        help="keep only the newest N samples (fast CPU runs; a universe splits N evenly over its symbols)",
     )
     data.add_argument(
         "--augment", action="store_true", help="train-time augmentation (slicing, warping, scaling, jitter)"
+    )
+
+    uni = parser.add_argument_group("universe (one model over many symbols)")
+    uni.add_argument(
+        "--symbols", default=None, help="comma-separated symbols of the --data store, e.g. BTCUSDT,ETHUSDT"
+    )
+    uni.add_argument(
+        "--universe", default=None, help="a SYNTHETIC universe instead: synthetic:N or synthetic:NxBARS"
+    )
+    uni.add_argument(
+        "--norm-bars",
+        type=int,
+        default=d.norm_bars,
+        help="per-symbol causal z-score length (default %(default)s)",
+    )
+    uni.add_argument(
+        "--htf",
+        type=_int_tuple,
+        default=d.htf,
+        help="higher-timeframe channels as interval multiples, e.g. 4,24",
+    )
+    uni.add_argument(
+        "--symbol-embedding",
+        action="store_true",
+        help="a learned per-symbol bias at the stem (one-hot channels)",
+    )
+    uni.add_argument(
+        "--balanced",
+        action=argparse.BooleanOptionalAction,
+        default=d.balanced,
+        help="sample every symbol equally often (default on)",
     )
 
     target = parser.add_argument_group("target")
@@ -128,6 +164,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=args.data,
         out=args.out,
         symbol=args.symbol,
+        symbols=_symbols(args.symbols),
+        universe=args.universe,
+        norm_bars=args.norm_bars,
+        htf=args.htf,
+        symbol_embedding=args.symbol_embedding,
+        balanced=args.balanced,
         interval=args.interval,
         variant=args.variant,
         dims=args.dims,
@@ -166,6 +208,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         progress=args.progress,
         tensorboard=args.tensorboard,
     )
+
+
+def _symbols(text: str | None) -> tuple[str, ...] | None:
+    from ..data.cli import parse_symbols
+
+    return tuple(parse_symbols(text)) if text else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,6 +77,78 @@ def prepare_data(
     )
 
 
+@dataclass(frozen=True)
+class UniverseData(PreparedData):
+    """:class:`PreparedData` of many symbols (see :mod:`convnext_fast.data.universe`): every array is
+    memory-mapped and concatenated over symbols, features are already normalised per symbol, and folds are
+    cut on time."""
+
+    universe: object  # data.universe.UniverseArrays
+    window_symbol: np.ndarray  # [M] symbol index of each end_idx
+    interval_ms: int
+
+
+def prepare_universe(
+    series,
+    folder,
+    *,
+    spec,
+    interval_ms: int,
+    task: str,
+    window: int,
+    stride: int,
+    feature_spec,
+    label_spec,
+    horizons=(1,),
+    max_windows: int | None = None,
+) -> UniverseData:
+    """Build the memory-mapped universe of ``series`` (``(symbol, candles or loader)``) in ``folder`` and
+    its usable windows (never across two symbols)."""
+
+    def targets_of(candles):
+        return _targets(candles, task, label_spec, horizons)[0]
+
+    uni = inputs.build_universe(
+        series, folder, spec=spec, feature_spec=feature_spec, interval_ms=interval_ms, targets_of=targets_of
+    )
+    targets = uni.targets
+    known = (
+        np.asarray(targets) >= 0 if task == "classification" else np.isfinite(np.asarray(targets)).all(axis=1)
+    )
+    end_idx, window_symbol = inputs.usable_windows(uni, known, window, stride, max_windows)
+    return UniverseData(
+        features=uni.features,
+        targets=targets,
+        close=uni.close,
+        start_ms=uni.start_ms,
+        end_idx=end_idx,
+        feature_spec=feature_spec.to_dict(),
+        label_spec=label_spec.to_dict() if label_spec is not None else {"horizons": list(horizons)},
+        lookahead=int(label_spec.horizon) if task == "classification" else int(max(horizons)),
+        universe=uni,
+        window_symbol=window_symbol,
+        interval_ms=int(interval_ms),
+    )
+
+
+def input_channels(data: PreparedData) -> int:
+    """The model's ``in_chans``: the feature rows, plus a universe's one-hot symbol channels."""
+    extra = data.universe.spec.extra_channels() if isinstance(data, UniverseData) else 0
+    return int(data.features.shape[0]) + extra
+
+
+def identity_normalisation(data: UniverseData) -> dict:
+    """A universe's inputs are normalised per symbol while they are built; the checkpoint records that (the
+    rolling z-score's length) and an identity mean/std for the shared normaliser."""
+    n = input_channels(data)
+    return {
+        "mean": [0.0] * n,
+        "std": [1.0] * n,
+        "clip": FEATURE_CLIP,
+        "rolling_bars": data.universe.spec.norm_bars,
+    }
+
+
 def fold_end_bars(
     data: PreparedData,
     *,
@@ -93,7 +165,20 @@ def fold_end_bars(
     unused bars between segments (so no training window or label touches a later segment).
     ``test_start_ms`` instead makes one fold whose test segment is every bar from that time on.
     Default sizes: the test blocks tile the newest half of the span (a quarter for one fold); validation
-    blocks are as long as test blocks."""
+    blocks are as long as test blocks. A universe's folds are cut on time across all its symbols."""
+    if isinstance(data, UniverseData):
+        return inputs.universe_folds(
+            data.start_ms,
+            data.end_idx,
+            interval_ms=data.interval_ms,
+            folds=folds,
+            window=window,
+            horizon=data.lookahead,
+            test_bars=test_bars,
+            val_bars=val_bars,
+            train_bars=train_bars,
+            test_start_ms=test_start_ms,
+        )
     lo, hi = int(data.end_idx[0]), int(data.end_idx[-1])
     n = hi - lo + 1
     if test_start_ms is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -52,6 +53,12 @@ class TrainConfig:
     data: str | None = None  # CSV file or candle-store folder
     out: str = "runs/train"
     symbol: str = "BTCUSDT"
+    symbols: tuple[str, ...] | None = None  # a universe from the store (one model over many symbols)
+    universe: str | None = None  # "synthetic:N" or "synthetic:NxBARS": a SYNTHETIC universe
+    norm_bars: int = 512  # universe: bars of each symbol's causal rolling z-score
+    htf: tuple[int, ...] = ()  # universe: higher-timeframe channels, multiples of the interval (e.g. 4,24)
+    symbol_embedding: bool = False  # universe: one-hot symbol channels = a learned per-symbol stem bias
+    balanced: bool = True  # universe: sample every symbol equally often
     interval: str = "60"
     category: str = "linear"
     variant: str = "atto"
@@ -98,6 +105,12 @@ class TrainConfig:
         self.dims = tuple(self.dims) if self.dims is not None else None
         self.depths = tuple(self.depths) if self.depths is not None else None
         self.horizons = tuple(int(h) for h in self.horizons)
+        self.symbols = tuple(self.symbols) if self.symbols is not None else None
+        self.htf = tuple(int(f) for f in self.htf)
+        if self.symbols is not None and self.universe is not None:
+            raise UserError("give --symbols (a store's) or --universe (SYNTHETIC), not both")
+        if self.universe is not None:
+            self.universe_size()
         positive = ("window", "stride", "batch_size", "epochs", "folds")
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -140,6 +153,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
+
+    def is_universe(self) -> bool:
+        return self.symbols is not None or self.universe is not None
+
+    def universe_size(self) -> tuple[int, int]:
+        """``(symbols, bars)`` of ``universe="synthetic:N[xBARS]"``."""
+        kind, _, size = str(self.universe).partition(":")
+        n, _, bars = size.partition("x")
+        try:
+            if kind != "synthetic":
+                raise ValueError
+            count, length = int(n), int(bars or 4000)
+        except ValueError:
+            raise UserError(
+                f"--universe {self.universe!r}: write synthetic:N or synthetic:NxBARS, e.g. synthetic:10x8760"
+            ) from None
+        if count < 1 or length < 1:
+            raise UserError(f"--universe {self.universe!r}: need at least one symbol and one bar")
+        return count, length
 
     def feature_spec(self):
         try:
@@ -206,8 +238,12 @@ class _Fold:
         for name, idx in self.end_idx.items():
             if len(idx) == 0:
                 raise UserError(f"fold {k} has an empty {name} split; use fewer --folds or more data")
-        self.norm = prepare.normalisation(data.features, self.end_idx["train"], config.window)
-        features = prepare.apply_normalisation(data.features, self.norm)
+        universe = isinstance(data, prepare.UniverseData)
+        if universe:  # normalised per symbol, causally, when the universe was built
+            self.norm, features = prepare.identity_normalisation(data), data.features
+        else:
+            self.norm = prepare.normalisation(data.features, self.end_idx["train"], config.window)
+            features = prepare.apply_normalisation(data.features, self.norm)
         targets = data.targets
         self.target_scale = None
         if config.task == "classification":
@@ -220,21 +256,32 @@ class _Fold:
             self.target_scale = prepare.target_scale(targets, self.end_idx["train"])
             targets = (targets / np.asarray(self.target_scale, dtype=np.float32)).astype(np.float32)
             self.criterion = regression_loss(config.regression_loss)
-        self.datasets = {
-            n: inputs.WindowDataset(features, targets, idx, window=config.window)
-            for n, idx in self.end_idx.items()
-        }
+        if universe:
+            self.datasets = {
+                n: inputs.UniverseWindowDataset(data.universe, targets, idx, config.window)
+                for n, idx in self.end_idx.items()
+            }
+        else:
+            self.datasets = {
+                n: inputs.WindowDataset(features, targets, idx, window=config.window)
+                for n, idx in self.end_idx.items()
+            }
         self.seed = config.seed * 1000 + k
-        # A DistributedSampler also in single-process runs: one code path, and its per-epoch shuffle
-        # (seed + epoch) makes resumed runs draw the same batches.
-        self.train_sampler = DistributedSampler(
-            self.datasets["train"],
-            num_replicas=ctx.world_size,
-            rank=ctx.rank,
-            shuffle=True,
-            seed=self.seed,
-            drop_last=True,
-        )
+        if universe and config.balanced:
+            self.train_sampler = inputs.BalancedSampler(
+                self.datasets["train"].symbol, num_replicas=ctx.world_size, rank=ctx.rank, seed=self.seed
+            )
+        else:
+            # A DistributedSampler also in single-process runs: one code path, and its per-epoch shuffle
+            # (seed + epoch) makes resumed runs draw the same batches.
+            self.train_sampler = DistributedSampler(
+                self.datasets["train"],
+                num_replicas=ctx.world_size,
+                rank=ctx.rank,
+                shuffle=True,
+                seed=self.seed,
+                drop_last=True,
+            )
         self.train_loader = _batches(
             self.datasets["train"], self.train_sampler, config.batch_size, drop_last=True
         )
@@ -250,7 +297,8 @@ class _Fold:
         )
 
     def ranges(self, start_ms: np.ndarray) -> dict:
-        return {n: [_iso(start_ms[idx[0]]), _iso(start_ms[idx[-1]])] for n, idx in self.end_idx.items()}
+        # min/max, not first/last: a universe's end bars are ordered by symbol, then time.
+        return {n: [_iso(start_ms[idx].min()), _iso(start_ms[idx].max())] for n, idx in self.end_idx.items()}
 
     def val_loss(self, model) -> float:
         """The training criterion on the validation windows (summed over processes, then averaged)."""
@@ -310,6 +358,7 @@ def _fold_meta(config: TrainConfig, data: prepare.PreparedData, fold: _Fold, sta
         "fold": fold.k,
         "ranges": fold.ranges(start_ms),
         "train_config": config.to_dict(),
+        **({"universe": data.universe.spec.to_dict()} if isinstance(data, prepare.UniverseData) else {}),
     }
 
 
@@ -317,7 +366,7 @@ def _train_fold(fold: _Fold, config, data, log: EpochLog, fold_dir: Path, progre
     ctx, device = fold.ctx, fold.device
     torch.manual_seed(fold.seed)
     model = build_model(
-        config.model_kwargs(data.features.shape[0], _num_outputs(config)),
+        config.model_kwargs(prepare.input_channels(data), _num_outputs(config)),
         fused=config.fused,
         backend=config.backend,
     ).to(device)
@@ -417,7 +466,11 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
             f"fold {fold.k}: the validation loss was never finite; lower --lr or check the data"
         )
     best_model, best_meta = load_checkpoint(
-        fold_dir / "best.safetensors", fused=config.fused, backend=config.backend, device=fold.device
+        fold_dir / "best.safetensors",
+        fused=config.fused,
+        backend=config.backend,
+        device=fold.device,
+        allow_universe=True,
     )
     outputs, targets = fold.test_outputs(best_model)
     end_idx = fold.end_idx["test"]
@@ -465,8 +518,26 @@ def _samples_per_s(results: list[dict]) -> float:
     return samples / seconds if seconds > 0 else float("nan")
 
 
+def _universe_series(config: TrainConfig, candles) -> list:
+    """``(symbol, candles or loader)`` of the universe: given candles, a SYNTHETIC universe, or the store's
+    series (each loaded only when its turn comes, so one symbol is in memory at a time)."""
+    if isinstance(candles, dict):
+        return list(candles.items())
+    if config.universe is not None:
+        n, bars = config.universe_size()
+        step = inputs.interval_to_ms(config.interval)
+        return list(inputs.synthetic_universe(n, bars, seed=config.seed, interval_ms=step).items())
+    if config.data is None:
+        raise UserError("--symbols needs --data <candle-store folder>")
+    return [
+        (s, lambda s=s: inputs.load_candles(config.data, s, config.interval, config.category))
+        for s in config.symbols
+    ]
+
+
 def train(config: TrainConfig, *, candles=None) -> TrainResult | None:
-    """Run walk-forward training. ``candles`` overrides ``config.data`` (handy for tests and notebooks).
+    """Run walk-forward training. ``candles`` overrides ``config.data`` (handy for tests and notebooks); a
+    ``{symbol: candles}`` dict trains one model over that universe.
 
     Under ``torchrun`` every process trains its share of each batch; only the main process writes files
     and returns a result (the others return None)."""
@@ -482,7 +553,9 @@ def train(config: TrainConfig, *, candles=None) -> TrainResult | None:
 def _train(config, candles, ctx, device, start) -> TrainResult | None:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    if candles is None:
+    if not (config.is_universe() or isinstance(candles, dict)) and (config.htf or config.symbol_embedding):
+        raise UserError("--htf and --symbol-embedding need a universe (--symbols or --universe)")
+    if candles is None and not config.is_universe():
         if config.data is None:
             raise UserError("no data: pass --data <csv file or candle-store folder>")
         candles = inputs.load_candles(config.data, config.symbol, config.interval, config.category)
@@ -499,8 +572,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         write_json(run_dir / "config.json", {**config.to_dict(), "fold": None})
     distributed.barrier(ctx)
     feature_spec, label_spec = config.feature_spec(), config.label_spec()
-    data = prepare.prepare_data(
-        candles,
+    common = dict(
         task=config.task,
         window=config.window,
         stride=config.stride,
@@ -509,6 +581,24 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         horizons=config.horizons,
         max_windows=config.max_windows,
     )
+    if config.is_universe() or isinstance(candles, dict):
+        series = _universe_series(config, candles)
+        spec = inputs.UniverseSpec(
+            symbols=tuple(s for s, _ in series),
+            norm_bars=config.norm_bars,
+            htf=config.htf,
+            symbol_embedding=config.symbol_embedding,
+        )
+        # One folder per process (rank, and fold when folds are farmed out): none writes another's files.
+        # It holds only derived arrays and is removed once training ends.
+        folder = (
+            run_dir / "universe" / (f"fold{config.fold}-rank{ctx.rank}" if one_fold else f"rank{ctx.rank}")
+        )
+        data = prepare.prepare_universe(
+            series, folder, spec=spec, interval_ms=inputs.interval_to_ms(config.interval), **common
+        )
+    else:
+        data = prepare.prepare_data(candles, **common)
     splits = prepare.fold_end_bars(
         data,
         folds=config.folds,
@@ -540,6 +630,8 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             distributed.barrier(ctx)
     finally:
         log.close()
+        if isinstance(data, prepare.UniverseData):
+            shutil.rmtree(data.universe.folder, ignore_errors=True)
     if not ctx.is_main:
         return None
     if one_fold:
