@@ -133,21 +133,26 @@ async def stream_klines(
         except _CONNECTION_FAULTS as exc:
             failures += 1
             stats.reconnects += 1
-            if max_reconnects is not None and failures > max_reconnects:
-                raise BybitError(
-                    f"Bybit stream {topic} lost {failures} times in a row, last: {exc!r}"
-                ) from exc
-            delay = min(client.max_reconnect_delay, client.reconnect_delay * 2 ** (failures - 1))
-            delay *= random.uniform(0.5, 1.0)
-            log.warning("Bybit stream %s dropped (%r); reconnecting in %.2f s", topic, exc, delay)
-            await asyncio.sleep(delay)
+            await _back_off(client, topic, failures, max_reconnects, exc)
+
+
+async def _back_off(
+    client: BybitClient, label: str, failures: int, max_reconnects: int | None, exc: Exception
+) -> None:
+    """After the ``failures``-th drop in a row: give up past ``max_reconnects``, else sleep a jittered backoff."""
+    if max_reconnects is not None and failures > max_reconnects:
+        raise BybitError(f"Bybit stream {label} lost {failures} times in a row, last: {exc!r}") from exc
+    delay = min(client.max_reconnect_delay, client.reconnect_delay * 2 ** (failures - 1))
+    delay *= random.uniform(0.5, 1.0)
+    log.warning("Bybit stream %s dropped (%r); reconnecting in %.2f s", label, exc, delay)
+    await asyncio.sleep(delay)
 
 
 async def _connection(client: BybitClient, topic: str, data_timeout: float | None) -> AsyncIterator:
     """One subscribed connection: None once subscribed, then its raw kline items until it fails."""
     async with connect(client.ws_url, ping_interval=None, open_timeout=10) as ws:
         silence = client.ping_interval + client.ping_timeout
-        await _subscribe(ws, topic, silence)
+        await _subscribe(ws, [topic], silence, topic)
         pinger = asyncio.create_task(_ping_forever(ws, client.ping_interval))
         try:
             yield None
@@ -159,14 +164,15 @@ async def _connection(client: BybitClient, topic: str, data_timeout: float | Non
                 await pinger
 
 
-async def _subscribe(ws, topic: str, silence: float) -> None:
-    await ws.send(json.dumps({"op": "subscribe", "args": [topic]}))
+async def _subscribe(ws, args: list[str], silence: float, what) -> None:
+    """Subscribe to ``args`` and wait for the ack; ``what`` names them in a refusal."""
+    await ws.send(json.dumps({"op": "subscribe", "args": args}))
     while True:
-        message = _decode(await asyncio.wait_for(ws.recv(), timeout=silence), topic)
+        message = _decode(await asyncio.wait_for(ws.recv(), timeout=silence), args[0])
         if message.get("op") != "subscribe":
             continue
         if not message.get("success"):
-            raise BybitError(f"Bybit refused subscription to {topic}: {message.get('ret_msg')!r}")
+            raise BybitError(f"Bybit refused subscription to {what}: {message.get('ret_msg')!r}")
         return
 
 
@@ -392,14 +398,7 @@ async def stream_klines_many(
         except _CONNECTION_FAULTS as exc:
             failures += 1
             stats.reconnects += 1
-            if max_reconnects is not None and failures > max_reconnects:
-                raise BybitError(
-                    f"Bybit stream {label} lost {failures} times in a row, last: {exc!r}"
-                ) from exc
-            delay = min(client.max_reconnect_delay, client.reconnect_delay * 2 ** (failures - 1))
-            delay *= random.uniform(0.5, 1.0)
-            log.warning("Bybit stream %s dropped (%r); reconnecting in %.2f s", label, exc, delay)
-            await asyncio.sleep(delay)
+            await _back_off(client, label, failures, max_reconnects, exc)
 
 
 async def _connection_many(client: BybitClient, topics: list[str]) -> AsyncIterator:
@@ -409,14 +408,7 @@ async def _connection_many(client: BybitClient, topics: list[str]) -> AsyncItera
         silence = client.ping_interval + client.ping_timeout
         for i in range(0, len(topics), SUBSCRIBE_CHUNK):
             chunk = topics[i : i + SUBSCRIBE_CHUNK]
-            await ws.send(json.dumps({"op": "subscribe", "args": chunk}))
-            while True:
-                message = _decode(await asyncio.wait_for(ws.recv(), timeout=silence), chunk[0])
-                if message.get("op") != "subscribe":
-                    continue
-                if not message.get("success"):
-                    raise BybitError(f"Bybit refused subscription to {chunk}: {message.get('ret_msg')!r}")
-                break
+            await _subscribe(ws, chunk, silence, chunk)
         pinger = asyncio.create_task(_ping_forever(ws, client.ping_interval))
         wanted = set(topics)
         try:
