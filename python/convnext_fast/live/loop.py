@@ -396,6 +396,18 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
         return None  # abandoned calls are daemon threads: nothing to wait for
 
 
+async def next_or_stop(next_task: asyncio.Future, stop: asyncio.Event, wait_s: float | None) -> str:
+    """Wait at most ``wait_s`` for the source's next item (``next_task``) or ``stop``: ``"stop"``
+    (``next_task`` cancelled), ``"timeout"`` (still pending) or ``"ready"``."""
+    stop_task = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({next_task, stop_task}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    if stop.is_set():
+        next_task.cancel()
+        return "stop"
+    return "ready" if next_task in done else "timeout"
+
+
 async def run_live(
     engine: LiveEngine, source: AsyncIterator[Candle], ctx: LiveContext, sink: OutputSink
 ) -> int:
@@ -445,20 +457,15 @@ async def run_live(
         while not stop.is_set():
             # Wait for the next candle, stopping at once on a signal and beating while the feed is quiet
             # (a heartbeat says the process is alive even when the market sends nothing).
-            if next_task is None:
-                next_task = asyncio.ensure_future(anext(source_iter))
-            stop_task = asyncio.ensure_future(stop.wait())
             wait_s = None
             if ctx.heartbeat_s is not None:
                 wait_s = max(0.0, last_beat + ctx.heartbeat_s - time.monotonic())
-            done, _ = await asyncio.wait(
-                {next_task, stop_task}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            stop_task.cancel()
-            if stop.is_set():
-                next_task.cancel()
+            if next_task is None:
+                next_task = asyncio.ensure_future(anext(source_iter))
+            outcome = await next_or_stop(next_task, stop, wait_s)
+            if outcome == "stop":
                 break
-            if next_task not in done:
+            if outcome == "timeout":
                 beat()
                 continue
             task, next_task = next_task, None

@@ -33,7 +33,7 @@ import numpy as np
 from ..data.candles import Candle, Candles, format_ms
 from ..errors import UserError
 from .latency import LatencyStats
-from .loop import DaemonExecutor, LiveEngine, OutputSink
+from .loop import DaemonExecutor, LiveEngine, OutputSink, next_or_stop
 from .state import IDENTITY_KEYS, STATE_VERSION, LiveState, LiveStore
 
 _SCHEMA = """
@@ -294,20 +294,15 @@ async def run_universe(
     next_task = None
     try:
         while not stop.is_set():
-            if next_task is None:
-                next_task = asyncio.ensure_future(anext(source_iter))
-            stop_task = asyncio.ensure_future(stop.wait())
             wait_s = None
             if deadline:
                 wait_s = max(0.0, min(deadline.values()) - time.monotonic())
-            done, _ = await asyncio.wait(
-                {next_task, stop_task}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            stop_task.cancel()
-            if stop.is_set():
-                next_task.cancel()
+            if next_task is None:
+                next_task = asyncio.ensure_future(anext(source_iter))
+            outcome = await next_or_stop(next_task, stop, wait_s)
+            if outcome == "stop":
                 break
-            if next_task not in done:  # grace over: the late symbols' candles go in a later batch
+            if outcome == "timeout":  # grace over: the late symbols' candles go in a later batch
                 late = [t for t, d in deadline.items() if d <= time.monotonic()]
                 if flush(max(late)):
                     break
