@@ -269,13 +269,7 @@ def run(args: argparse.Namespace) -> int:
         ("walk-forward folds", f"{len(result.folds)} (atto, T={size.window}, {size.epochs} epoch(s))"),
         ("test accuracy (pooled folds)", _fmt(pooled.get("accuracy"))),
         # next to the naive baselines on the same bars, so nobody mistakes 0.36 for skill
-        (
-            "  majority class / previous bar",
-            " / ".join(
-                _fmt(baselines.get(k, {}).get("accuracy"))
-                for k in ("majority_class", "previous_bar_direction")
-            ),
-        ),
+        baseline_accuracy_row(baselines),
         (
             "test log loss: model / majority",
             " / ".join(_fmt(d.get("log_loss")) for d in (pooled, baselines.get("majority_class", {}))),
@@ -312,6 +306,16 @@ def _copy_funding(args, store: Path, symbol: str) -> None:
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def baseline_accuracy_row(baselines: dict) -> tuple[str, str]:
+    """The summary row of the naive baselines' accuracy, next to the model's."""
+    return (
+        "  majority class / previous bar",
+        " / ".join(
+            _fmt(baselines.get(k, {}).get("accuracy")) for k in ("majority_class", "previous_bar_direction")
+        ),
+    )
 
 
 def _latency(summary: dict) -> str:

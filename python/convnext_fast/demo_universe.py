@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .demo import _fmt, baseline_accuracy_row
 from .errors import UserError
 
 
@@ -136,13 +137,7 @@ def run_universe_demo(args: argparse.Namespace) -> int:
         ),
         ("training throughput", f"{result.train_samples_per_s:.0f} samples/s"),
         ("test accuracy (pooled folds, all symbols)", _fmt(pooled.get("accuracy"))),
-        (
-            "  majority class / previous bar",
-            " / ".join(
-                _fmt(baselines.get(k, {}).get("accuracy"))
-                for k in ("majority_class", "previous_bar_direction")
-            ),
-        ),
+        baseline_accuracy_row(baselines),
         ("held-out portfolio return", f"{metrics['total_return']:.2%}"),
         ("held-out Sharpe / max DD", f"{metrics['sharpe']:.2f} / {metrics['max_drawdown']:.2%}"),
         ("held-out trades", str(int(metrics["total_trades"]))),
@@ -154,7 +149,3 @@ def run_universe_demo(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     return 0
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
