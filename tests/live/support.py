@@ -29,6 +29,19 @@ def batch_features(candles: Candles) -> np.ndarray:
     return compute_features(candles.open, candles.high, candles.low, candles.close, candles.volume, spec=SPEC)
 
 
+def batch_probs(model, norm, candles: Candles) -> np.ndarray:
+    """The batch path: features of the whole series → normalise → windows → one batched forward."""
+    feats = batch_features(candles)
+    mean = np.asarray(norm["mean"], dtype=np.float32)[:, None]
+    std = np.asarray(norm["std"], dtype=np.float32)[:, None]
+    feats = np.clip((feats - mean) / std, -norm["clip"], norm["clip"]).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(feats, WINDOW, axis=1).transpose(1, 0, 2)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(windows))).double()
+    probs = torch.softmax(logits, dim=1).numpy()
+    return np.vstack([np.full((WINDOW - 1, 3), np.nan), probs])  # row t: window ending at bar t
+
+
 def model_and_norm(rng: np.random.Generator, n_channels: int = N_CHANNELS):
     """A tiny ConvNeXt (fast on a loaded 2-core box) with non-trivial layer scales, so inputs matter, and a
     plausible normalisation."""

@@ -11,7 +11,6 @@ import signal
 
 import numpy as np
 import pytest
-import torch
 
 from convnext_fast.data.candles import Candle, Candles
 from convnext_fast.features.pipeline import StreamingFeatures
@@ -29,6 +28,7 @@ from .support import (
     SPEC,
     WINDOW,
     batch_features,
+    batch_probs,
     make_engine,
     market,
     model_and_norm,
@@ -41,19 +41,6 @@ def _run(engine, candles, **ctx_kwargs) -> list[dict]:
     ctx = LiveContext("BTCUSDT", "60", HOUR_MS, **ctx_kwargs)
     asyncio.run(run_live(engine, replay(candles, interval_ms=HOUR_MS), ctx, OutputSink(out)))
     return [json.loads(line) for line in out.getvalue().splitlines()]  # candle records only: no start()
-
-
-def _batch_probs(model, norm, candles: Candles) -> np.ndarray:
-    """The batch path: features of the whole file → normalise → windows → one batched forward."""
-    feats = batch_features(candles)
-    mean = np.asarray(norm["mean"], dtype=np.float32)[:, None]
-    std = np.asarray(norm["std"], dtype=np.float32)[:, None]
-    feats = np.clip((feats - mean) / std, -norm["clip"], norm["clip"]).astype(np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(feats, WINDOW, axis=1).transpose(1, 0, 2)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(np.ascontiguousarray(windows))).double()
-    probs = torch.softmax(logits, dim=1).numpy()
-    return np.vstack([np.full((WINDOW - 1, 3), np.nan), probs])  # row t: window ending at bar t
 
 
 def test_replay_matches_batch_signals_and_backtest(rng):
@@ -72,7 +59,7 @@ def _check_replay_parity(candles: Candles, rng) -> None:
     # The trainer's normalisation fitted on these candles, so real and synthetic inputs are alike in scale.
     n_hist = SPEC.warmup + 20  # seeds features; the window fills during the stream: first signals are Hold
     norm = normalisation(batch_features(candles), np.arange(n_hist + WINDOW, len(candles)), WINDOW)
-    batch = _batch_probs(model, norm, candles)[n_hist:]
+    batch = batch_probs(model, norm, candles)[n_hist:]
     # A threshold inside the spread of the model's confidence, so Hold and trades both occur.
     known = ~np.isnan(batch[:, 0])
     threshold = float(np.median(batch[known, :2].max(axis=1)))

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from convnext_fast.cli import main
 from convnext_fast.data.bybit import BybitClient, RetryPolicy
 from convnext_fast.data.bybit_ws import stream_klines_many
-from convnext_fast.data.candles import Candles
 from convnext_fast.errors import UserError
 from convnext_fast.live.loop import OutputSink
 from convnext_fast.live.predictor import make_predictor
@@ -40,23 +38,20 @@ from convnext_fast.trading.signals import signals_from_probs
 from convnext_fast.train.prepare import normalisation
 
 from ..data.fake_bybit import FakeBybitMany, random_candles
-from .support import HISTORY, HOUR_MS, SPEC, WINDOW, batch_features, make_engine, market, model_and_norm
+from .support import (
+    HISTORY,
+    HOUR_MS,
+    SPEC,
+    WINDOW,
+    batch_features,
+    batch_probs,
+    make_engine,
+    market,
+    model_and_norm,
+)
 
 pytestmark = pytest.mark.timeout(120)
 PYTHONPATH = str(Path(__file__).resolve().parents[2] / "python")
-
-
-def _batch_probs(model, norm, candles: Candles) -> np.ndarray:
-    """The batch path of one symbol: features of the whole series → normalise → every window at once."""
-    feats = batch_features(candles)
-    mean = np.asarray(norm["mean"], dtype=np.float32)[:, None]
-    std = np.asarray(norm["std"], dtype=np.float32)[:, None]
-    feats = np.clip((feats - mean) / std, -norm["clip"], norm["clip"]).astype(np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(feats, WINDOW, axis=1).transpose(1, 0, 2)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(np.ascontiguousarray(windows))).double()
-    probs = torch.softmax(logits, dim=1).numpy()
-    return np.vstack([np.full((WINDOW - 1, 3), np.nan), probs])
 
 
 class _CountingPredict:
@@ -86,7 +81,7 @@ def test_universe_replay_makes_the_portfolio_backtests_decisions_bar_for_bar(rng
     model, _ = model_and_norm(rng)
     pooled = np.concatenate([batch_features(c)[:, n_hist:] for c in series.values()], axis=1)
     norm = normalisation(pooled, np.arange(WINDOW, pooled.shape[1]), WINDOW)
-    batch = {s: _batch_probs(model, norm, c)[n_hist:] for s, c in series.items()}
+    batch = {s: batch_probs(model, norm, c)[n_hist:] for s, c in series.items()}
     known = np.concatenate([b[~np.isnan(b[:, 0]), :2].max(axis=1) for b in batch.values()])
     threshold = float(np.median(known))
     universe, predict = _universe(model, norm, symbols, threshold)
