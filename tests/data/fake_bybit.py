@@ -328,10 +328,23 @@ class FakeBybit:
         body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now}
         return _response(200, json.dumps(body).encode(), headers)
 
+    _PONG = json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"})
+
+    def _subscription(self, category: str, message: dict) -> tuple[bool, dict]:
+        """Whether a subscribe request is accepted, and the reply to it."""
+        ok = category == self.category and message.get("args") == [f"kline.{self.interval}.{self.symbol}"]
+        reply = {
+            "success": ok,
+            "ret_msg": "" if ok else f"error:handler not found,topic:{message.get('args')}",
+            "conn_id": "fake",
+            "req_id": "",
+            "op": "subscribe",
+        }
+        return ok, reply
+
     async def _stream(self, ws) -> None:
         self._connections.add(ws)
         category = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
-        topic = f"kline.{self.interval}.{self.symbol}"
         try:
             async for raw in ws:
                 message = json.loads(raw)
@@ -340,18 +353,9 @@ class FakeBybit:
                     self.pings += 1
                     if ws in self._muted and not self._muted[ws]:
                         continue
-                    await ws.send(
-                        json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"})
-                    )
+                    await ws.send(self._PONG)
                 elif op == "subscribe":
-                    ok = category == self.category and message.get("args") == [topic]
-                    reply = {
-                        "success": ok,
-                        "ret_msg": "" if ok else f"error:handler not found,topic:{message.get('args')}",
-                        "conn_id": "fake",
-                        "req_id": "",
-                        "op": "subscribe",
-                    }
+                    ok, reply = self._subscription(category, message)
                     await ws.send(json.dumps(reply))
                     if ok:
                         self.subscribe_count += 1
@@ -463,30 +467,10 @@ class FakeBybitMany(FakeBybit):
         book.now_ms, book.clock_skew_ms, book.page_rows = self.now_ms, self.clock_skew_ms, self.page_rows
         return book._klines(params, kind, opt, time_field)
 
-    async def _stream(self, ws) -> None:
-        self._connections.add(ws)
-        category = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
+    _PONG = json.dumps({"success": True, "ret_msg": "pong", "op": "ping"})
+
+    def _subscription(self, category: str, message: dict) -> tuple[bool, dict]:
         known = {f"kline.{self.interval}.{s}" for s in self.books}
-        try:
-            async for raw in ws:
-                message = json.loads(raw)
-                op = message.get("op")
-                if op == "ping":
-                    self.pings += 1
-                    if ws in self._muted and not self._muted[ws]:
-                        continue
-                    await ws.send(json.dumps({"success": True, "ret_msg": "pong", "op": "ping"}))
-                elif op == "subscribe":
-                    args = message.get("args") or []
-                    ok = category == self.category and bool(args) and set(args) <= known and len(args) <= 10
-                    reply = {"success": ok, "ret_msg": "" if ok else f"error:topic:{args}", "op": "subscribe"}
-                    await ws.send(json.dumps(reply))
-                    if ok:
-                        self.subscribe_count += 1
-                        self._subscribers.add(ws)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._connections.discard(ws)
-            self._subscribers.discard(ws)
-            self._muted.pop(ws, None)
+        args = message.get("args") or []
+        ok = category == self.category and bool(args) and set(args) <= known and len(args) <= 10
+        return ok, {"success": ok, "ret_msg": "" if ok else f"error:topic:{args}", "op": "subscribe"}
