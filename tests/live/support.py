@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -27,6 +29,19 @@ HISTORY = SPEC.warmup + WINDOW  # closed candles before the first signal
 
 def batch_features(candles: Candles) -> np.ndarray:
     return compute_features(candles.open, candles.high, candles.low, candles.close, candles.volume, spec=SPEC)
+
+
+def use_credentials(monkeypatch, tmp_path, creds) -> None:
+    """Run in ``tmp_path`` with ``creds`` as the API key and secret in the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BYBIT_API_KEY", creds.api_key)
+    monkeypatch.setenv("BYBIT_API_SECRET", creds.api_secret)
+
+
+def candles_until_now(rng: np.random.Generator, n: int, m: int) -> Candles:
+    """``n + m`` synthetic hourly candles, the first ``n`` closed by now (the history), ``m`` still to come."""
+    start = (int(time.time() * 1000) // HOUR_MS - n) * HOUR_MS
+    return synthetic_candles(n + m, seed=int(rng.integers(1000)), start_ms=start)
 
 
 def batch_probs(model, norm, candles: Candles) -> np.ndarray:

@@ -18,8 +18,7 @@ from convnext_fast.live.state import LiveStore
 
 from ..data.fake_bybit import FakeBybit
 from .fake_exchange import FakeExchange
-
-H = 3_600_000
+from .support import candles_until_now, use_credentials
 
 
 def _push_while_running(market, candles, pushed: list, done: threading.Event) -> threading.Thread:
@@ -41,15 +40,10 @@ def _push_while_running(market, candles, pushed: list, done: threading.Event) ->
 
 
 def test_orders_per_hour_kill_switch_flattens_exits_and_blocks_the_resume(tmp_path, monkeypatch, rng, capsys):
-    from convnext_fast.data.synthetic import synthetic_candles
-
     creds = Credentials("kEy" + "".join(rng.choice(list("ABCDEFGH23456789"), 15)), "sEcReT" + "y" * 30)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BYBIT_API_KEY", creds.api_key)
-    monkeypatch.setenv("BYBIT_API_SECRET", creds.api_secret)
+    use_credentials(monkeypatch, tmp_path, creds)
     n, m, cap = 300, 400, int(rng.integers(2, 4))
-    start = (int(time.time() * 1000) // H - n) * H
-    candles = synthetic_candles(n + m, seed=int(rng.integers(1000)), start_ms=start)
+    candles = candles_until_now(rng, n, m)
     with FakeBybit(candles[:n]) as market, FakeExchange(creds, guard=Decimal("0.02")) as exchange:
         argv = ["live", "--source", "ws", "--base-url", market.rest_url, "--ws-url", market.ws_url,
                 "--window", "64", "--state", "s.db", "--out", "live.jsonl", "--threshold", "0",
@@ -102,15 +96,10 @@ def test_orders_per_hour_kill_switch_flattens_exits_and_blocks_the_resume(tmp_pa
 def test_daily_loss_kill_switch_flattens_and_exits(tmp_path, monkeypatch, rng, capsys):
     """The day's loss (of the paper equity the orders mirror: fees and slippage of every flip) past
     ``--max-daily-loss`` flattens the exchange position reduce-only and stops with one line."""
-    from convnext_fast.data.synthetic import synthetic_candles
-
     creds = Credentials("kEy" + "".join(rng.choice(list("ABCDEFGH23456789"), 15)), "sEcReT" + "z" * 30)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BYBIT_API_KEY", creds.api_key)
-    monkeypatch.setenv("BYBIT_API_SECRET", creds.api_secret)
+    use_credentials(monkeypatch, tmp_path, creds)
     n, m = 300, 400
-    start = (int(time.time() * 1000) // H - n) * H
-    candles = synthetic_candles(n + m, seed=int(rng.integers(1000)), start_ms=start)
+    candles = candles_until_now(rng, n, m)
     with FakeBybit(candles[:n]) as market, FakeExchange(creds, guard=Decimal("0.02")) as exchange:
         argv = ["live", "--source", "ws", "--base-url", market.rest_url, "--ws-url", market.ws_url,
                 "--window", "64", "--state", "s.db", "--out", "live.jsonl", "--threshold", "0",

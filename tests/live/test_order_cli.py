@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,23 +15,18 @@ from convnext_fast.live.exchange import Credentials
 
 from ..data.fake_bybit import FakeBybit
 from .fake_exchange import FakeExchange
-
-H = 3_600_000
+from .support import candles_until_now, use_credentials
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_live_orders_end_to_end(tmp_path, capsys, monkeypatch, rng, dry_run):
     from convnext_fast.cli import main
-    from convnext_fast.data.synthetic import synthetic_candles
 
     alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
     creds = Credentials("".join(rng.choice(list(alphabet), 18)), "".join(rng.choice(list(alphabet), 36)))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BYBIT_API_KEY", creds.api_key)
-    monkeypatch.setenv("BYBIT_API_SECRET", creds.api_secret)
+    use_credentials(monkeypatch, tmp_path, creds)
     n, m = 300, 12
-    start = (int(time.time() * 1000) // H - n) * H
-    candles = synthetic_candles(n + m, seed=int(rng.integers(1000)), start_ms=start)
+    candles = candles_until_now(rng, n, m)
     with FakeBybit(candles[:n]) as market, FakeExchange(creds, guard=Decimal("0.02")) as exchange:
 
         def market_maker():

@@ -23,8 +23,8 @@ from convnext_fast.live.state import LiveStore
 
 from ..data.fake_bybit import FakeBybit
 from .fake_exchange import FakeExchange
+from .support import candles_until_now
 
-H = 3_600_000
 PYTHONPATH = str(Path(__file__).resolve().parents[2] / "python")
 
 # Imports the library once, then forks one child per run (a fresh interpreter costs seconds of imports on
@@ -71,12 +71,9 @@ def _committed(state: Path) -> int | None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_kill_9_during_orders_never_sends_an_order_twice(tmp_path, rng):
-    from convnext_fast.data.synthetic import synthetic_candles
-
     creds = Credentials("kEy" + "".join(rng.choice(list("ABCDEFGH23456789"), 15)), "sEcReT" + "x" * 30)
     n, m, kills, guard = 300, 1500, 10, Decimal("0.02")
-    start = (int(time.time() * 1000) // H - n) * H
-    candles = synthetic_candles(n + m, seed=int(rng.integers(1000)), start_ms=start)
+    candles = candles_until_now(rng, n, m)
     state, out, pid_file, stop = (tmp_path / x for x in ("s.db", "live.jsonl", "pid", "stop"))
     with (
         FakeBybit(candles[:n]) as market,

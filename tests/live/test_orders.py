@@ -32,6 +32,7 @@ from convnext_fast.live.orders import (
 )
 
 from .fake_exchange import FakeExchange
+from .support import use_credentials
 
 # The parameters of the GET example in Bybit's V5 authentication guide.
 DOC_TIMESTAMP, DOC_RECV_WINDOW, DOC_QUERY = 1658384314791, 5000, "category=option&symbol=BTC-29JUL22-25000-C"
@@ -280,9 +281,7 @@ def test_orders_with_a_replayed_or_synthetic_market_are_refused_before_any_reque
 ):
     from convnext_fast.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BYBIT_API_KEY", creds.api_key)
-    monkeypatch.setenv("BYBIT_API_SECRET", creds.api_secret)
+    use_credentials(monkeypatch, tmp_path, creds)
     argv = ["live", "--source", source, "--data", "nowhere.csv", "--orders", "--order-qty", "0.01",
             "--max-position", "0.01", "--orders-url", fake.url]  # fmt: skip
     assert main(argv) == 2
