@@ -107,10 +107,7 @@ async def stream_klines(
                             async for missed in catch_up(None):
                                 yield missed
                         continue
-                    stats.frames += 1
-                    candle, problem = _parse_ws_kline(item, interval)
-                    if candle is not None:
-                        problem = await clock.start_problem(candle.start_ms, interval)
+                    candle, problem = await _frame(item, interval, clock, stats)
                     if problem is not None:
                         # Any closed candle lost here is backfilled through REST when the next one shows up.
                         stats.rejected_frames += 1
@@ -134,6 +131,15 @@ async def stream_klines(
             failures += 1
             stats.reconnects += 1
             await _back_off(client, topic, failures, max_reconnects, exc)
+
+
+async def _frame(item, interval: str, clock, stats) -> tuple[Candle | None, str | None]:
+    """Count one kline frame and parse it: ``(candle, None)`` or ``(candle or None, why it is rejected)``."""
+    stats.frames += 1
+    candle, problem = _parse_ws_kline(item, interval)
+    if candle is not None:
+        problem = await clock.start_problem(candle.start_ms, interval)
+    return candle, problem
 
 
 async def _back_off(
@@ -374,10 +380,7 @@ async def stream_klines_many(
                                     yield pair
                         continue
                     symbol = topics[topic]
-                    stats.frames += 1
-                    candle, problem = _parse_ws_kline(item, interval)
-                    if candle is not None:
-                        problem = await clock.start_problem(candle.start_ms, interval)
+                    candle, problem = await _frame(item, interval, clock, stats)
                     if problem is not None:
                         stats.rejected_frames += 1
                         stats.last_rejection = f"{symbol}: {problem}"
