@@ -36,17 +36,21 @@ STATE_VERSION = 2
 IDENTITY_KEYS = ("source", "symbol", "interval", "model", "dataset")
 DURABILITY = {"fsync": "FULL", "os": "NORMAL"}  # --durability → SQLite's synchronous mode
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS candles (start_ms INTEGER PRIMARY KEY, record TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS engine (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
+# The columns of one engine's snapshot (see engine_row), shared with the universe's per-symbol table.
+ENGINE_COLUMNS = """\
     last_start_ms INTEGER NOT NULL,
     bars_processed INTEGER NOT NULL,
     broker TEXT NOT NULL,
     scalars TEXT NOT NULL,
     features BLOB NOT NULL,
-    ring BLOB NOT NULL
+    ring BLOB NOT NULL"""
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candles (start_ms INTEGER PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS engine (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+{ENGINE_COLUMNS}
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -55,6 +59,18 @@ CREATE TABLE IF NOT EXISTS events (
     payload TEXT NOT NULL
 );
 """
+
+
+def engine_row(eng: dict) -> tuple:
+    """An engine snapshot as the values of :data:`ENGINE_COLUMNS`."""
+    return (
+        eng["last_start_ms"],
+        eng["bars_processed"],
+        json.dumps(eng["broker"]),
+        json.dumps(eng["scalars"]),
+        eng["features"],
+        eng["ring"],
+    )
 
 
 @dataclass
@@ -153,14 +169,7 @@ class LiveStore:
             )
             db.execute(
                 "INSERT OR REPLACE INTO engine VALUES (0, ?, ?, ?, ?, ?, ?)",
-                (
-                    eng["last_start_ms"],
-                    eng["bars_processed"],
-                    json.dumps(eng["broker"]),
-                    json.dumps(eng["scalars"]),
-                    eng["features"],
-                    eng["ring"],
-                ),
+                engine_row(eng),
             )
             for kind, payload in events:
                 db.execute(

@@ -34,20 +34,15 @@ from ..data.candles import Candle, Candles, format_ms
 from ..errors import UserError
 from .latency import LatencyStats
 from .loop import DaemonExecutor, LiveEngine, OutputSink, next_or_stop
-from .state import IDENTITY_KEYS, STATE_VERSION, LiveState, LiveStore
+from .state import ENGINE_COLUMNS, IDENTITY_KEYS, STATE_VERSION, LiveState, LiveStore, engine_row
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS u_candles (
     symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, record TEXT NOT NULL, PRIMARY KEY (symbol, start_ms)
 );
 CREATE TABLE IF NOT EXISTS u_engines (
     symbol TEXT PRIMARY KEY,
-    last_start_ms INTEGER NOT NULL,
-    bars_processed INTEGER NOT NULL,
-    broker TEXT NOT NULL,
-    scalars TEXT NOT NULL,
-    features BLOB NOT NULL,
-    ring BLOB NOT NULL
+{ENGINE_COLUMNS}
 );
 """
 
@@ -177,15 +172,7 @@ class UniverseStore(LiveStore):
                 )
                 db.execute(
                     "INSERT OR REPLACE INTO u_engines VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        symbol,
-                        eng["last_start_ms"],
-                        eng["bars_processed"],
-                        json.dumps(eng["broker"]),
-                        json.dumps(eng["scalars"]),
-                        eng["features"],
-                        eng["ring"],
-                    ),
+                    (symbol, *engine_row(eng)),
                 )
             db.execute("COMMIT")
         except BaseException:
