@@ -265,8 +265,13 @@ def test_kill_9_and_resume_n_symbols_processes_every_candle_once(tmp_path):
         proc.wait()
     assert main(_argv(tmp_path, "--state", str(state), "--out", str(out), "--resume")) == 0
     got = _candles_of(out)
-    key = ("symbol", "start_ms", "signal", "position", "equity", "probs")
+    key = ("symbol", "start_ms", "signal", "position", "equity")
     assert [tuple(r[k] for k in key) for r in got] == [tuple(r[k] for k in key) for r in want]
+    # Probabilities (rounded to 6 digits in the records) may differ in the last digit: after a kill a bar can
+    # be batched with fewer symbols, and the C++ session sums in another order at another batch size (~6e-8).
+    got_probs = np.array([r["probs"] for r in got], dtype=float)
+    want_probs = np.array([r["probs"] for r in want], dtype=float)
+    assert np.abs(got_probs - want_probs).max() <= 2e-6
 
 
 @pytest.mark.parametrize(
