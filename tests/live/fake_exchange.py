@@ -15,6 +15,11 @@ Faults (``fake.faults.append(name)``; each is consumed by the next ``/v5/order/c
 - ``external``: someone else trades the account (a new position within the guard), seen by the next
   position read.
 
+The position carries the take-profit / stop-loss last set by ``/v5/position/trading-stop`` ("" when unset,
+cleared when the position closes or flips, like Bybit's full-mode TP/SL). ``fake.drop_trading_stops = n``
+makes the next ``n`` trading-stop calls close the connection without applying them (the client never
+hears back: a process killed there would have left the position unprotected).
+
 ``python -m tests.live.fake_exchange`` prints the fault table (fault → orders sent / duplicates / final and
 largest exchange position vs the guard) measured by :func:`run_fault_storm`.
 """
@@ -85,7 +90,9 @@ class FakeExchange:
         self.bad_qty: list[str] = []  # quantity strings off the step or in exponent notation
         self.rejected_signatures = 0
         self.requests = 0
-        self.trading_stops: list[dict] = []
+        self.trading_stops: list[dict] = []  # every trading-stop body applied
+        self.take_profit = self.stop_loss = ""  # the position's protection, as position/list reports it
+        self.drop_trading_stops = 0
         self.max_abs_position = abs(self.position)
         self.external_moves = 0
         # Called with the body of every executed order before its reply is sent (a test kills the client
@@ -166,8 +173,10 @@ class FakeExchange:
                         fake.move_outside()
                     with fake.lock:
                         pos, avg = fake.position, fake.avg_price
+                        tp, sl = (fake.take_profit, fake.stop_loss) if pos else ("", "")
                     side = "Buy" if pos > 0 else "Sell" if pos < 0 else ""
-                    row = {"symbol": fake.symbol, "side": side, "size": str(abs(pos)), "avgPrice": str(avg)}
+                    row = {"symbol": fake.symbol, "side": side, "size": str(abs(pos)), "avgPrice": str(avg),
+                           "takeProfit": tp, "stopLoss": sl}  # fmt: skip
                     return self._ok({"list": [row]})
                 if url.path == "/v5/order/realtime":
                     order = fake.orders.get(q.get("orderLinkId", ""))
@@ -183,7 +192,17 @@ class FakeExchange:
                 body = json.loads(text)
                 path = urlsplit(self.path).path
                 if path == "/v5/position/trading-stop":
-                    fake.trading_stops.append(body)
+                    with fake.lock:
+                        drop = fake.drop_trading_stops > 0
+                        fake.drop_trading_stops -= drop
+                        if not drop:
+                            fake.trading_stops.append(body)
+                            fake.take_profit = body.get("takeProfit", fake.take_profit)
+                            fake.stop_loss = body.get("stopLoss", fake.stop_loss)
+                    if drop:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return None
                     return self._ok({})
                 if path == "/v5/order/cancel":
                     return self._reply({"retCode": 110001, "retMsg": "order does not exist"})
@@ -283,6 +302,8 @@ class FakeExchange:
                 self.avg_price = Decimal(0)
             elif self.position == 0 or (new > 0) != (self.position > 0):
                 self.avg_price = self.price
+            if new == 0 or (new > 0) != (self.position > 0):  # closed or flipped: the TP/SL go with it
+                self.take_profit = self.stop_loss = ""
             self.position = new
             self.executions[link] += 1
             self.max_abs_position = max(self.max_abs_position, abs(new))
@@ -305,6 +326,7 @@ class FakeExchange:
             steps = int(limit / self.qty_step)
             self.position = random.randint(-steps, steps) * self.qty_step
             self.avg_price = self.price if self.position else Decimal(0)
+            self.take_profit = self.stop_loss = ""
             self.max_abs_position = max(self.max_abs_position, abs(self.position))
             self.external_moves += 1
 

@@ -334,3 +334,65 @@ def test_post_only_limit_orders_rest_at_the_touch_and_pay_maker(creds, fake):
         assert Decimal(body["price"]) % fake.tick == 0
     with pytest.raises(UserError, match="post-only needs"):
         _mirror(creds, fake, [], post_only=True)
+
+
+def test_a_crash_between_fill_and_trading_stop_is_protected_on_recover(creds, fake, caplog):
+    """The order fills, the trading-stop call never reaches the exchange (the process dies there); a new
+    mirror resumed from the state committed before that bar attaches the protection in ``recover``."""
+    events = []
+    first = _mirror(creds, fake, events, stop_loss=0.02, take_profit=0.03)
+    committed = first.state()  # the last state committed before the bar whose order filled
+    bar = 1_700_000_000_000
+    fake.drop_trading_stops = 1  # the trading-stop is lost: as if the process were killed before it
+    assert first.after_bar(bar, +1)["orderLinkId"] == link_id("t3st0001", bar, "open")
+    assert fake.position == Decimal("0.01") and not fake.trading_stops
+    assert (fake.take_profit, fake.stop_loss) == ("", "")  # exchange position unprotected
+    first.exchange.close()
+    del first  # the process died: its state after the fill was never committed
+
+    resumed = _mirror(creds, fake, events, stop_loss=0.02, take_profit=0.03)
+    resumed.set_state(committed)
+    with caplog.at_level("WARNING"):
+        assert resumed.recover(bar) == [link_id("t3st0001", bar, "open")]
+    assert "has no take_profit/stop_loss" in caplog.text
+    # The backtest's distances from avgPrice 50000 on the 0.1 tick grid, as Decimal strings.
+    assert (fake.take_profit, fake.stop_loss) == ("51500", "49000")
+    assert len(fake.trading_stops) == 1 and fake.trading_stops[0]["tpslMode"] == "Full"
+    assert [e["event"] for e in events].count("order_unprotected") == 1
+    # The replayed bar sends no second order and no second trading-stop.
+    assert resumed.after_bar(bar, +1) is None
+    assert len(fake.create_requests) == 1 and len(fake.trading_stops) == 1 and fake.duplicates() == 0
+
+
+def test_a_lost_trading_stop_is_reattached_at_the_next_reconcile_off_grid_price(creds, fake):
+    """The process lives on after a trading-stop it never heard back from: the next bar's reconcile finds
+    the position unprotected and attaches it from avgPrice, rounded onto the tick grid."""
+    fake.price = Decimal("50000.3")
+    mirror = _mirror(creds, fake, [], stop_loss=0.015, take_profit=0.025)
+    bar = 1_700_000_000_000
+    fake.drop_trading_stops = 1
+    mirror.after_bar(bar, +1)
+    assert not fake.trading_stops and fake.position == Decimal("0.01")
+    mirror.after_bar(bar + 3_600_000, +1)  # holding: no order, but the protection comes back
+    assert len(fake.create_requests) == 1 and len(fake.trading_stops) == 1
+    # 50000.3 × 1.025 = 51250.3075 → 51250.4 (away from entry); × 0.985 = 49250.2955 → 49250.3 (toward it).
+    assert (fake.take_profit, fake.stop_loss) == ("51250.4", "49250.3")
+    assert Decimal(fake.take_profit) % fake.tick == 0 and Decimal(fake.stop_loss) % fake.tick == 0
+
+
+def test_an_already_protected_position_is_not_sent_a_trading_stop_again(creds, fake):
+    mirror = _mirror(creds, fake, [], stop_loss=0.02, take_profit=0.03)
+    bar = 1_700_000_000_000
+    mirror.after_bar(bar, +1)
+    assert len(fake.trading_stops) == 1 and (fake.take_profit, fake.stop_loss) == ("51500", "49000")
+    for k in range(1, 4):  # holding bars: reconciled each time, protection already there
+        assert mirror.after_bar(bar + k * 3_600_000, +1) is None
+    resumed = _mirror(creds, fake, [], stop_loss=0.02, take_profit=0.03)
+    resumed.set_state(mirror.state())
+    resumed.recover(bar + 4 * 3_600_000)
+    assert resumed.after_bar(bar + 4 * 3_600_000, +1) is None
+    assert len(fake.trading_stops) == 1 and len(fake.create_requests) == 1
+    # Without stop-loss/take-profit rules nothing is attached on recover either.
+    fake.take_profit = fake.stop_loss = ""
+    _mirror(creds, fake, []).recover(bar + 5 * 3_600_000)
+    assert len(fake.trading_stops) == 1

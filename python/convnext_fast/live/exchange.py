@@ -108,6 +108,17 @@ def check_order_url(url: str) -> str:
 class Position:
     qty: Decimal  # signed: short < 0
     avg_price: Decimal | None
+    # The exchange-side protection of the position: None when unset (Bybit sends "0" or "").
+    take_profit: Decimal | None = None
+    stop_loss: Decimal | None = None
+
+
+def _level(row: dict, key: str) -> Decimal | None:
+    text = row.get(key)
+    if text in (None, "", "0"):
+        return None
+    level = to_decimal(text, key)
+    return level if level > 0 else None
 
 
 class BybitExchange:
@@ -292,11 +303,12 @@ class BybitExchange:
             raise OrderError(f"Bybit order book for {symbol} is empty or unreadable") from None
 
     def position(self, symbol: str) -> Position | None:
-        """Signed open size (one-way mode) and its average entry price; None in dry-run."""
+        """Signed open size (one-way mode), its average entry price and the take-profit / stop-loss the
+        exchange holds for it; None in dry-run."""
         result = self._read("/v5/position/list", {"category": self.category, "symbol": symbol})
         if result is None:
             return None
-        total, avg = Decimal(0), None
+        total, avg, tp, sl = Decimal(0), None, None, None
         for row in result.get("list") or []:
             if not isinstance(row, dict) or row.get("symbol", symbol) != symbol:
                 continue
@@ -305,7 +317,9 @@ class BybitExchange:
             total += size if side == "Buy" else -size if side == "Sell" else 0
             if size and row.get("avgPrice"):
                 avg = to_decimal(row["avgPrice"], "avgPrice")
-        return Position(total, avg)
+            if size:
+                tp, sl = _level(row, "takeProfit"), _level(row, "stopLoss")
+        return Position(total, avg, tp, sl)
 
     def query_order(self, symbol: str, link_id: str) -> dict | None:
         """The order with ``orderLinkId`` (``GET /v5/order/realtime``), or None when the exchange has none."""

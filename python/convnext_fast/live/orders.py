@@ -13,7 +13,10 @@ One closed bar → at most one order, made safe in four ways:
   tick size; an order below the minimum is skipped with a logged reason.
 - **Guarded.** ``max_position`` caps the exchange position; a kill switch (max daily loss, max orders per
   hour) flattens and stops the run. Stop-loss / take-profit are attached on the exchange with the
-  backtest's distances from the actual fill, so a crash of this process leaves the position protected.
+  backtest's distances from the actual fill, so a crash of this process leaves the position protected;
+  every reconcile (resume, before each decision, after each order) re-attaches them from the position's
+  average price when the exchange reports a non-zero position without them (a crash between the fill and
+  ``/v5/position/trading-stop``, or a refused trading-stop call).
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ class OrderMirror:
         self.expected: Decimal | None = None  # the position we believe the exchange holds
         self.orders_sent = 0
         self._avg_price: Decimal | None = None
+        self._held: Position | None = None  # the exchange position as last read (None in dry-run)
         self.killed: dict | None = None  # {"ms", "reason"} once the kill switch stopped the run
 
     # ---- durable state (the snapshot committed with each candle) ----------------------------------------
@@ -200,6 +204,9 @@ class OrderMirror:
                 self._sent[link] = order
                 found.append(link)
                 self._event("recovered", link_id=link, order=order)
+        # A crash between a fill and its trading-stop call leaves the position unprotected: attach it now.
+        # The position is read without touching ``expected``: the replayed bar reconciles as before.
+        self._ensure_protected(self.exchange.position(self.symbol), "recover")
         return found
 
     # ---- events ----------------------------------------------------------------------------------------
@@ -224,6 +231,7 @@ class OrderMirror:
             )
         self.expected = qty
         self._avg_price = None if pos is None else pos.avg_price
+        self._held = pos
         return qty
 
     # ---- decisions --------------------------------------------------------------------------------------
@@ -257,6 +265,7 @@ class OrderMirror:
             self.exchange.cancel_order(self.symbol, self._resting)
             self._resting = None
         current = self._position("before decision")
+        self._ensure_protected(self._held, "before decision")
         now_ms = int(self._clock() * 1000)
         reason = self.kill_switch.loss_reason(equity, now_ms)
         if reason:
@@ -329,6 +338,7 @@ class OrderMirror:
             self._event("rejected", link_id=link, error=str(exc))
             log.error("order %s refused: %s", link, exc)
             self._position("after refused order")
+            self._ensure_protected(self._held, "after refused order")
             return None
         self._sent[link] = order
         self._event("sent", link_id=link, how=how, order=order)
@@ -349,16 +359,37 @@ class OrderMirror:
             )
             self.expected = current + signed
         after = self._position("after order")
-        if after != 0 and abs(after) > 0 and not body["reduceOnly"]:
-            self._protect(after)
+        if after != 0 and not body["reduceOnly"]:  # a new entry (average price): new levels
+            self._protect(after, self._avg_price)
+        else:
+            self._ensure_protected(self._held, "after order")
         return order
 
-    def _protect(self, position: Decimal) -> None:
+    def _ensure_protected(self, pos: Position | None, when: str) -> None:
+        """Attach stop-loss / take-profit when the exchange holds a position without one that is
+        configured. An already protected position is left alone (no trading-stop call)."""
+        if (self.stop_loss is None and self.take_profit is None) or pos is None or pos.qty == 0:
+            return
+        missing = [name for name, rule, level in (("take_profit", self.take_profit, pos.take_profit),
+                                                   ("stop_loss", self.stop_loss, pos.stop_loss))
+                   if rule is not None and level is None]  # fmt: skip
+        if not missing:
+            return
+        log.warning(
+            "%s: exchange position %s %s has no %s; attaching it",
+            when,
+            decimal_str(pos.qty),
+            self.symbol,
+            "/".join(missing),
+        )
+        self._event("unprotected", when=when, position=decimal_str(pos.qty), missing=missing)
+        self._protect(pos.qty, pos.avg_price)
+
+    def _protect(self, position: Decimal, entry: Decimal | None) -> None:
         """Stop-loss / take-profit on the exchange at the backtest's distances from the average fill."""
-        if (self.stop_loss is None and self.take_profit is None) or self._avg_price is None:
+        if (self.stop_loss is None and self.take_profit is None) or entry is None:
             return
         side = 1 if position > 0 else -1
-        entry = self._avg_price
         # Rounded away from the entry for the take-profit and toward it for the stop: never a worse level.
         tp = sl = None
         if self.take_profit is not None:
