@@ -19,7 +19,10 @@ import torch
 import convnext_fast
 from benchmarks.conftest import C_IN, THREADS, T, reference_model
 
-TRAIN_IMPLS = ("eager", "compile", "fused", "fused-composition")
+# eager / compile: the reference with torch's default AdamW, as a user of the reference would write it;
+# eager-fused-adamw: the same with torch's fused AdamW, to separate the optimizer's share; fused: our model
+# with the trainer's optimizer (train.optim.build_optimizer, fused AdamW).
+TRAIN_IMPLS = ("eager", "eager-fused-adamw", "compile", "fused", "fused-composition")
 ROUNDS = {32: 8, 128: 3}
 DROP_PATH = 0.1
 
@@ -29,6 +32,7 @@ def train_step_fn(impl: str, variant: str, batch: int):
     reference model, drop path 0.1, cross-entropy on 3 classes)."""
     from convnext_fast.ops.bottleneck import cpu as bottleneck_cpu
     from convnext_fast.ops.dwconv_layernorm import cpu as dwconv_cpu
+    from convnext_fast.train.optim import build_optimizer
 
     config = dict(reference_model(variant).config, drop_path_rate=DROP_PATH)
     if impl.startswith("fused"):
@@ -37,7 +41,10 @@ def train_step_fn(impl: str, variant: str, batch: int):
         model = type(reference_model(variant))(**config)
     model.load_state_dict(reference_model(variant).state_dict())
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if impl.startswith("fused"):
+        opt = build_optimizer(model, lr=1e-4, weight_decay=0.01)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=impl == "eager-fused-adamw" or None)
     forward = torch.compile(model) if impl == "compile" else model
     gen = torch.Generator().manual_seed(batch)
     x, y = torch.randn(batch, C_IN, T, generator=gen), torch.randint(0, 3, (batch,), generator=gen)
