@@ -20,14 +20,19 @@ namespace convnext_fast {
 namespace {
 std::atomic<int> g_threads{std::max(1, default_threads())};
 
-// Below this many multiply-adds a loop runs on one thread: waking the OpenMP team costs a few µs.
+// Thresholds. Each was set on one host and is right for it only: the "dev host" is the 2-vCPU AMD EPYC
+// (AVX2+FMA, 512 KiB L2 per core) shared with other processes, the "Intel host" a 2-vCPU AVX-512 machine.
+// Re-measure with benchmarks/cpp/packed_model_bench before trusting them elsewhere.
+
+// Below this many multiply-adds a loop runs on one thread: waking the OpenMP team costs a few µs. Dev host,
+// 2026-11-24 (6bdddb8): an estimate from the team wake-up cost, not swept; linear_rows scales it by 64.
 constexpr int64_t kParallelMinWork = 1 << 12;
 
 // Row-block height for the bottleneck: the [rows, 4C] hidden block of one thread stays within ~1 MiB
-// (L2 + a slice of L3 here: 512 KiB L2 per core), while blocks stay tall enough that each pass over the
-// weights (and OpenBLAS's per-call packing of them) is amortised. With the packed kernel 1 MiB beat
-// 512 KiB at B=256 (tiny 1.00 vs 1.02 s) and tied at B=32 once blocks were balanced
-// (benchmarks/cpp/packed_model_bench).
+// (the dev host's 512 KiB L2 plus a slice of L3), while blocks stay tall enough that each pass over the
+// weights (and OpenBLAS's per-call packing of them) is amortised. Dev host, 2026-11-24 (1d91fb3, re-checked
+// with the packed kernel): 1 MiB beat 512 KiB at B=256 (tiny 1.00 vs 1.02 s) and tied at B=32 once blocks
+// were balanced (benchmarks/cpp/packed_model_bench). The clamp to 16…512 rows was not measured.
 constexpr int64_t kHiddenBlockBytes = 1 << 20;
 
 int64_t rows_per_block(int64_t h) {
@@ -45,14 +50,15 @@ float* scratch(int slot, size_t count) {
 }
 
 // Row blocks of one thread each need this many flops before a split of the weight columns across the team
-// pays for its two barriers; below it the block runs on one thread. On this shared 2-core machine a barrier
-// can cost a scheduler time slice (ms) when another process holds the other core. 1 MFLOP (with the
-// 4096 above) measured best with the AVX2 packed kernel on the AMD host: atto B=1 min 0.57 ms against 0.65 ms at the earlier
+// pays for its two barriers; below it the block runs on one thread. Tuned per ISA level on two hosts,
+// 2026-12-02 (d7dd775). On the shared 2-core dev host a barrier can cost a scheduler time slice (ms) when
+// another process holds the other core. 1 MFLOP (with the 4096 above) measured best with the AVX2 packed
+// kernel on the dev host: atto B=1 min 0.57 ms against 0.65 ms at the earlier
 // 4 MFLOP / 32768, and 0.58–0.60 ms with every block split (C++ harness over PackedModel, 2000 calls,
 // two interleaved passes; see benchmarks/README.md). With the AVX-512 kernel (Intel host, ~1.5× the
 // AVX2 kernel's flops) the break-even moves up: 4 MFLOP, which keeps atto's stages 1-2 on one thread,
 // gave atto B=1 min 0.634/0.657/0.647 ms against 0.659/0.672/0.660 ms at 1 MFLOP (three interleaved
-// passes of 1500 calls), and 8 MFLOP 0.75-0.77 ms.
+// passes of 1500 calls), and 8 MFLOP 0.75-0.77 ms. The scalar level shares the AVX2 value (not measured).
 int64_t split_columns_min_flops(Isa isa) { return isa >= Isa::kAvx512 ? 4'000'000 : 1'000'000; }
 
 // c[:, n0:n1] = a · w[n0:n1]ᵀ through the packed kernel when the weight was packed (the inference session),
@@ -147,6 +153,7 @@ CNF_TARGET_AVX2 static void bias_gelu_span_avx2(float* h, const float* bias, int
 #endif  // CNF_X86_KERNELS
 
 void gelu_span(Isa isa, const float* in, int64_t n, float* out) {
+  (void)isa;  // one variant only in a portable build
 #if CNF_X86_KERNELS
   if (isa >= Isa::kAvx2) return gelu_span_avx2(in, n, out);
 #endif
@@ -156,6 +163,7 @@ void gelu_span(Isa isa, const float* in, int64_t n, float* out) {
 // pre = h + bias is written back to h (kept for backward when h is the caller's hidden_out), and
 // act = GELU(pre). h and act may be the same buffer.
 void bias_gelu_span(Isa isa, float* h, const float* bias, int64_t n, float* act) {
+  (void)isa;  // one variant only in a portable build
 #if CNF_X86_KERNELS
   if (isa >= Isa::kAvx2) return bias_gelu_span_avx2(h, bias, n, act);
 #endif
@@ -221,6 +229,7 @@ CNF_TARGET_AVX2 static void gelu_backward_span_avx2(const float* pre, float* da_
 #endif  // CNF_X86_KERNELS
 
 void gelu_backward_span(Isa isa, const float* pre, float* da_dz, int64_t n, float* act) {
+  (void)isa;  // one variant only in a portable build
 #if CNF_X86_KERNELS
   if (isa >= Isa::kAvx2) return gelu_backward_span_avx2(pre, da_dz, n, act);
 #endif
@@ -273,7 +282,7 @@ CNF_ROW_VARIANTS(dwconv_layernorm_row,
 }  // namespace detail
 
 void gelu(Isa isa, const float* in, int64_t n, float* out) {
-  const int nt = num_threads();
+  [[maybe_unused]] const int nt = num_threads();  // only the pragmas read it (none without OpenMP)
 #pragma omp parallel num_threads(nt) if (nt > 1 && n > kParallelMinWork)
   {
     int64_t begin, end;
@@ -284,7 +293,7 @@ void gelu(Isa isa, const float* in, int64_t n, float* out) {
 
 void layernorm_rows(Isa isa, const float* in, int64_t rows, int64_t c, const float* w, const float* b, float eps,
                     float* out) {
-  const int nt = num_threads();
+  [[maybe_unused]] const int nt = num_threads();
 #pragma omp parallel for num_threads(nt) if (nt > 1 && rows * c > kParallelMinWork)
   for (int64_t r = 0; r < rows; ++r) detail::layernorm_span(isa, in + r * c, c, w, b, eps, out + r * c);
 }
@@ -292,7 +301,7 @@ void layernorm_rows(Isa isa, const float* in, int64_t rows, int64_t c, const flo
 void dwconv_layernorm(Isa isa, const float* x, int64_t batch, int64_t t, int64_t c, const float* w_kc, const float* conv_bias,
                       const float* norm_w, const float* norm_b, float eps, float* out) {
   const int64_t rows = batch * t;
-  const int nt = num_threads();
+  [[maybe_unused]] const int nt = num_threads();
 #pragma omp parallel for num_threads(nt) if (nt > 1 && rows * c * kDwKernel > kParallelMinWork)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / t;
@@ -304,6 +313,7 @@ void dwconv_layernorm(Isa isa, const float* x, int64_t batch, int64_t t, int64_t
 void linear_rows(Isa isa, const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out,
                  const PackedWeight* packed) {
   const int nt = num_threads();
+  // Rows split when each thread gets at least 64 (dev host, 2026-11-24, 1d91fb3: not swept), else columns.
   const bool split_rows = rows >= 64 * nt;
   const bool use_packed = packed != nullptr && !packed->empty();
   // OpenBLAS path: bias first, then one GEMM accumulating onto it (beta = 1). The packed kernel starts its

@@ -47,7 +47,8 @@ namespace {
 // find it in L1/L2, so memory traffic would come in bursts a third to a half of the time (tiny's stage 3
 // ran at 12 GB/s while the machine streams ~21). Instead every tile of panel p prefetches an equal share
 // of panel p+1, evenly spaced over its k steps, which keeps a steady stream of requests in flight for the
-// whole panel. Measured with benchmarks/cpp/packed_model_bench, two interleaved runs: tiny B=1 min
+// whole panel. Measured on the 2-vCPU AVX2 AMD EPYC dev host, 2026-11-24 (2105fb8), with
+// benchmarks/cpp/packed_model_bench, two interleaved runs: tiny B=1 min
 // 5.31–5.35 ms against 6.15–6.17 ms with a fixed 16-step look-ahead in the first tile only (which itself
 // beat no software prefetch, 6.9–7.7 against 8.6–10.0 ms in an earlier, busier run); combining both was no
 // better (5.41–5.45 ms), nor was the L2 hint (5.45–5.53 ms).

@@ -36,7 +36,6 @@ except ImportError as exc:  # no compiler at install time, a wrong platform, a s
     )
 
 
-
 @contextlib.contextmanager
 def isa_limit(level: str) -> Iterator[str]:
     """Caps the C++ kernels at ISA ``level`` inside the block, then restores the previous cap.
