@@ -298,20 +298,21 @@ void layernorm_rows(Isa isa, const float* in, int64_t rows, int64_t c, const flo
   for (int64_t r = 0; r < rows; ++r) detail::layernorm_span(isa, in + r * c, c, w, b, eps, out + r * c);
 }
 
-void dwconv_layernorm(Isa isa, const float* x, int64_t batch, int64_t t, int64_t c, const float* w_kc, const float* conv_bias,
-                      const float* norm_w, const float* norm_b, float eps, float* out) {
+void dwconv_layernorm(Isa isa, const float* x, int64_t batch, int64_t t, int64_t c, const float* w_kc,
+                      const float* conv_bias, const float* norm_w, const float* norm_b, float eps, float* out) {
   const int64_t rows = batch * t;
   [[maybe_unused]] const int nt = num_threads();
 #pragma omp parallel for num_threads(nt) if (nt > 1 && rows * c * kDwKernel > kParallelMinWork)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t b = r / t;
     float* acc = scratch(0, static_cast<size_t>(c));
-    detail::dwconv_layernorm_row(isa, x + b * t * c, t, c, r % t, w_kc, conv_bias, norm_w, norm_b, eps, acc, out + r * c);
+    detail::dwconv_layernorm_row(isa, x + b * t * c, t, c, r % t, w_kc, conv_bias, norm_w, norm_b, eps, acc,
+                                 out + r * c);
   }
 }
 
-void linear_rows(Isa isa, const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out,
-                 const PackedWeight* packed) {
+void linear_rows(Isa isa, const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n,
+                 float* out, const PackedWeight* packed) {
   const int nt = num_threads();
   // Rows split when each thread gets at least 64 (dev host, 2026-11-24, 1d91fb3: not swept), else columns.
   const bool split_rows = rows >= 64 * nt;
@@ -327,7 +328,8 @@ void linear_rows(Isa isa, const float* a, int64_t rows, int64_t k, const float* 
     if (split_rows) {
       split_range(rows, parts, index, &begin, &end);
       if (use_packed)
-        packed_gemm(isa, a + begin * k, end - begin, k, *packed, 0, (n + kPanel - 1) / kPanel, bias, out + begin * n, n);
+        packed_gemm(isa, a + begin * k, end - begin, k, *packed, 0, (n + kPanel - 1) / kPanel, bias, out + begin * n,
+                    n);
       else
         gemm_nt(end - begin, n, k, a + begin * k, k, w, k, out + begin * n, n, 1.f);
     } else {
@@ -403,9 +405,10 @@ bool splits_columns(Isa isa, int64_t rows, int64_t c, int64_t h, int nt) {
 }
 }  // namespace
 
-void bottleneck(Isa isa, const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h, const float* w1,
-                const float* b1, const float* w2, const float* b2, const float* gamma, const float* sample_scale,
-                float* y, float* hidden_out, const PackedWeight* w1_packed, const PackedWeight* w2_packed) {
+void bottleneck(Isa isa, const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h,
+                const float* w1, const float* b1, const float* w2, const float* b2, const float* gamma,
+                const float* sample_scale, float* y, float* hidden_out, const PackedWeight* w1_packed,
+                const PackedWeight* w2_packed) {
   const int64_t rows = batch * t;
   const int64_t mb = rows_per_block(h);
   const int nt = num_threads();
@@ -557,8 +560,8 @@ void dwconv_layernorm_backward(Isa isa, const float* x, const float* grad, int64
     float* y = scratch(0, static_cast<size_t>(c));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
-      dwconv_layernorm_backward_row(isa, x + (r / t) * t * c, t, c, r % t, w_kc, conv_bias, norm_w, eps, grad + r * c, y,
-                                    dy.get() + r * c, mine);
+      dwconv_layernorm_backward_row(isa, x + (r / t) * t * c, t, c, r % t, w_kc, conv_bias, norm_w, eps,
+                                    grad + r * c, y, dy.get() + r * c, mine);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
       dwconv_input_grad_row(isa, dy.get() + (r / t) * t * c, t, c, r % t, w_kc, dx + r * c);
@@ -582,8 +585,8 @@ void dwconv_layernorm_backward(Isa isa, const float* x, const float* grad, int64
   }
 }
 
-void bottleneck_backward(Isa isa, const float* grad_y, const float* n, const float* pre, int64_t batch, int64_t t, int64_t c,
-                         int64_t h, const float* w1, const float* w2, const float* b2, const float* gamma,
+void bottleneck_backward(Isa isa, const float* grad_y, const float* n, const float* pre, int64_t batch, int64_t t,
+                         int64_t c, int64_t h, const float* w1, const float* w2, const float* b2, const float* gamma,
                          const float* sample_scale, float* dn, float* dw1, float* db1, float* dw2, float* db2,
                          float* dgamma) {
   const int64_t rows = batch * t;

@@ -19,20 +19,21 @@ void set_num_threads(int n);
 
 // out[b,t,:] = LayerNorm(dwconv7(x)[b,t,:]). w_kc is the conv weight transposed to [7, C] so the
 // inner loop runs along contiguous channels. out must not alias x.
-void dwconv_layernorm(Isa isa, const float* x, int64_t batch, int64_t t, int64_t c, const float* w_kc, const float* conv_bias,
-                      const float* norm_w, const float* norm_b, float eps, float* out);
+void dwconv_layernorm(Isa isa, const float* x, int64_t batch, int64_t t, int64_t c, const float* w_kc,
+                      const float* conv_bias, const float* norm_w, const float* norm_b, float eps, float* out);
 
 // LayerNorm of `rows` rows of length c; out may alias in.
-void layernorm_rows(Isa isa, const float* in, int64_t rows, int64_t c, const float* w, const float* b, float eps, float* out);
+void layernorm_rows(Isa isa, const float* in, int64_t rows, int64_t c, const float* w, const float* b, float eps,
+                    float* out);
 
 // y = x + scale[b] · gamma ⊙ (GELU(n·W1ᵀ + b1)·W2ᵀ + b2) over rows = batch·t, hidden width h.
 // sample_scale ([batch] or null) is drop path. hidden_out ([rows, h] or null) receives the pre-GELU
 // activation for a backward pass. y may alias x (each row only reads its own residual).
 // w1_packed / w2_packed (optional, from pack_weight): when given, the GEMMs run on them and w1 / w2 are
 // not read (may be null).
-void bottleneck(Isa isa, const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h, const float* w1,
-                const float* b1, const float* w2, const float* b2, const float* gamma, const float* sample_scale,
-                float* y, float* hidden_out, const PackedWeight* w1_packed = nullptr,
+void bottleneck(Isa isa, const float* x, const float* n, int64_t batch, int64_t t, int64_t c, int64_t h,
+                const float* w1, const float* b1, const float* w2, const float* b2, const float* gamma,
+                const float* sample_scale, float* y, float* hidden_out, const PackedWeight* w1_packed = nullptr,
                 const PackedWeight* w2_packed = nullptr);
 
 // One whole block in place: h ← h + gamma ⊙ (GELU(LayerNorm(dwconv7(h))·W1ᵀ + b1)·W2ᵀ + b2), hidden
@@ -44,8 +45,8 @@ void convnext_block(Isa isa, float* h, float* n, int64_t batch, int64_t t, int64
 
 // out[rows, n] = a[rows, k] · wᵀ + bias, rows split over threads. With `packed` (from pack_weight) the
 // packed kernel runs and w is not read.
-void linear_rows(Isa isa, const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n, float* out,
-                 const PackedWeight* packed = nullptr);
+void linear_rows(Isa isa, const float* a, int64_t rows, int64_t k, const float* w, const float* bias, int64_t n,
+                 float* out, const PackedWeight* packed = nullptr);
 
 // Backward of dwconv_layernorm for a gradient `grad` of its output. The conv row and its LayerNorm statistics
 // are recomputed row by row (7 multiply-adds and two reductions per element, cheaper than writing and
@@ -59,8 +60,8 @@ void dwconv_layernorm_backward(Isa isa, const float* x, const float* grad, int64
 // here). pre: the forward's saved pre-GELU activation [batch·t, h]. Writes dn [batch·t, c], dw1 [h, c],
 // db1 [h], dw2 [c, h], db2 [c], dgamma [c]. The four GEMMs run on OpenBLAS (the weights change every step,
 // so packing them would not pay).
-void bottleneck_backward(Isa isa, const float* grad_y, const float* n, const float* pre, int64_t batch, int64_t t, int64_t c,
-                         int64_t h, const float* w1, const float* w2, const float* b2, const float* gamma,
+void bottleneck_backward(Isa isa, const float* grad_y, const float* n, const float* pre, int64_t batch, int64_t t,
+                         int64_t c, int64_t h, const float* w1, const float* w2, const float* b2, const float* gamma,
                          const float* sample_scale, float* dn, float* dw1, float* db1, float* dw2, float* db2,
                          float* dgamma);
 
