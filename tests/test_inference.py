@@ -11,7 +11,7 @@ import torch
 
 import convnext_fast
 from convnext_fast import inference, reference
-from convnext_fast._ext import _C
+from convnext_fast._ext import _C, isa_limit
 from tests.helpers import TOLERANCE, assert_close
 from tests.test_model import SMALL, randomize_
 
@@ -179,14 +179,20 @@ def test_falls_back_to_eager_without_the_extension(monkeypatch):
 BF16_TOLERANCE = 2e-2
 
 
-@pytest.fixture(params=["bf16-dot", "portable"])
+# The bf16 GEMM's variants (csrc/kernels/isa.h): vdpbf16ps at avx512_bf16, else the portable loop (compiled
+# for AVX2+FMA and for the baseline); the rest of the model runs at the same level.
+BF16_PATHS = {"bf16-dot": "avx512_bf16", "loop-avx2": "avx2", "loop-scalar": "scalar"}
+
+
+@pytest.fixture(params=list(BF16_PATHS))
 def bf16_path(request):
-    """Both bf16 kernels: vdpbf16ps (skipped where the CPU lacks AVX512_BF16) and the portable loop."""
-    if request.param == "bf16-dot" and not _C.bf16_dot_supported():
-        pytest.skip("this CPU has no AVX512_BF16")
-    before = _C.set_use_bf16_dot(request.param == "bf16-dot")
-    yield request.param
-    _C.set_use_bf16_dot(before)
+    """Each bf16 kernel this CPU can run (vdpbf16ps is skipped where the CPU lacks AVX512_BF16)."""
+    level = BF16_PATHS[request.param]
+    if level not in _C.supported_isas():
+        pytest.skip(f"this CPU has no {level}")
+    with isa_limit(level) as running:
+        assert running == level
+        yield request.param
 
 
 @pytest.mark.parametrize(("batch", "t"), [(1, 64), (3, 75), (2, 160)], ids=["B1-T64", "B3-T75", "B2-T160"])
@@ -202,17 +208,15 @@ def test_bf16_session_close_to_reference(batch, t, bf16_path):
 
 
 def test_bf16_paths_agree_and_fp32_default_unchanged():
-    if not _C.bf16_dot_supported():
+    if "avx512_bf16" not in _C.supported_isas():
         pytest.skip("this CPU has no AVX512_BF16")
     m = model()
     x = np.random.default_rng(3).standard_normal((4, 20, 128)).astype(np.float32)
     outs = []
-    for dot in (True, False):
-        before = _C.set_use_bf16_dot(dot)
-        try:
+    # vdpbf16ps, then the loop at the level just below (the fp32 layers stay on the same AVX-512 kernels)
+    for level in ("avx512_bf16", "avx512"):
+        with isa_limit(level):
             outs.append(inference.InferenceSession(m, precision="bf16")(x))
-        finally:
-            _C.set_use_bf16_dot(before)
     # Same bf16 products, another summation order: one GEMM agrees to ~4e-7 (checked tightly below), but each
     # layer rounds its input activations to bf16 again, so a last-bit difference can flip one bf16 rounding
     # (2**-8 relative) and a whole output moves by up to a few 1e-4 (seen: 3.2e-4 on one sample). The bound is
@@ -224,14 +228,11 @@ def test_bf16_paths_agree_and_fp32_default_unchanged():
     w = (rng.standard_normal((96, 384)) / 384**0.5).astype(np.float32)
     lin = _C.PackedLinear(w, rng.standard_normal(96).astype(np.float32), True)
     gemm = []
-    for dot in (True, False):
-        before = _C.set_use_bf16_dot(dot)
-        try:
+    for level in ("avx512_bf16", "avx512"):
+        with isa_limit(level):
             out = np.full((37, 96), np.nan, np.float32)
             lin.forward(a, out)
             gemm.append(out)
-        finally:
-            _C.set_use_bf16_dot(before)
     assert np.linalg.norm(gemm[0] - gemm[1]) / np.linalg.norm(gemm[1]) <= 1e-5
     assert inference.InferenceSession(m).precision == "fp32"
 

@@ -40,7 +40,7 @@ int main() {
                           {8, 1280, 320},  {80, 768, 3072}, {80, 3072, 768}, {168, 384, 1536}, {512, 96, 384}};
   std::mt19937 gen(1);
   std::uniform_real_distribution<float> uni(-0.5f, 0.5f);
-  const bool avx512 = convnext_fast::avx512_supported();
+  const bool avx512 = convnext_fast::best_isa() >= convnext_fast::Isa::kAvx512;
   std::printf("%-22s %18s %18s %18s", "shape", "openblas", "avx2 hot", "avx2 L3");
   if (avx512) std::printf(" %18s %18s", "avx512 hot", "avx512 L3");
   std::printf(" %9s\n", "max err");
@@ -66,14 +66,14 @@ int main() {
     std::printf("%-22s %8.1f us %5.1f GF", name, t_blas, gf / t_blas);
     double err = 0;
     for (int use_avx512 = 0; use_avx512 <= int(avx512); ++use_avx512) {
-      convnext_fast::set_use_avx512(use_avx512 != 0);
+      const auto isa = use_avx512 != 0 ? convnext_fast::Isa::kAvx512 : convnext_fast::Isa::kAvx2;
       const double t_hot = min_us(
-          [&] { convnext_fast::packed_gemm(a.data(), s.m, s.k, packed[0], 0, panels, nullptr, c.data(), s.n); },
+          [&] { convnext_fast::packed_gemm(isa, a.data(), s.m, s.k, packed[0], 0, panels, nullptr, c.data(), s.n); },
           reps);
       int next = 0;
       const double t_l3 = min_us(
           [&] {
-            convnext_fast::packed_gemm(a.data(), s.m, s.k, packed[next], 0, panels, nullptr, c.data(), s.n);
+            convnext_fast::packed_gemm(isa, a.data(), s.m, s.k, packed[next], 0, panels, nullptr, c.data(), s.n);
             next = (next + 1) % copies;
           },
           reps * 2);

@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
   const std::string variant = argc > 1 ? argv[1] : "atto";
   const int calls = argc > 2 ? std::atoi(argv[2]) : 200;
   const int64_t batch = argc > 3 ? std::atoll(argv[3]) : 1;
-  if (argc > 4 && std::string(argv[4]) == "avx2") convnext_fast::set_use_avx512(false);
+  if (argc > 4 && std::string(argv[4]) == "avx2") convnext_fast::set_isa_limit(convnext_fast::Isa::kAvx2);
+  const convnext_fast::Isa isa = convnext_fast::active_isa();
   if (variant != "atto" && variant != "tiny") {
     std::fprintf(stderr, "variant must be atto or tiny\n");
     return 2;
@@ -43,12 +44,12 @@ int main(int argc, char** argv) {
   double best = 1e30, total = 0;
   for (int i = 0; i < calls; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    model.forward(x.data(), batch, t, out.data());
+    model.forward(isa, x.data(), batch, t, out.data());
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     best = std::min(best, ms);
     total += ms;
   }
   std::printf("%s B=%lld %s: min %.3f ms, mean %.3f ms over %d calls\n", variant.c_str(), (long long)batch,
-              convnext_fast::uses_avx512() ? "avx512" : "avx2", best,
+              convnext_fast::isa_name(isa), best,
               total / calls, calls);
 }

@@ -3,7 +3,7 @@
 ``InferenceSession(model)`` copies the model's weights into :class:`convnext_fast._C.PackedModel` once
 (re-laid-out for the kernels). Each call then costs one Python→C++ transition instead of a dispatch per op
 (a ``torch.library`` op call alone costs ~30–60 µs here, the whole atto forward ~0.6 ms). Every linear
-layer runs on weights packed once into panels for the AVX-512 or AVX2 kernel (``csrc/packed_gemm.cpp``).
+layer runs on weights packed once into panels for the AVX-512 or AVX2 kernel (``csrc/kernels/packed_gemm.cpp``).
 
 Weight changes are noticed (``track_weights=True``, the default): every call compares each parameter's
 in-place version counter and storage pointer with those seen at packing time and repacks when any differs

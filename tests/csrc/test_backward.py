@@ -27,7 +27,7 @@ def grads64(fn, inputs: list[np.ndarray], grad: np.ndarray, extra=()) -> list[np
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_dwconv_layernorm_backward_matches_float64(shape):
+def test_dwconv_layernorm_backward_matches_float64(shape, isa):
     b, t, c = shape
     rng = np.random.default_rng(b * 1000 + t + c)
     x = f32(rng.standard_normal((b, t, c)))
@@ -43,7 +43,7 @@ def test_dwconv_layernorm_backward_matches_float64(shape):
 
 @pytest.mark.parametrize("with_scale", [False, True], ids=["no-drop-path", "drop-path"])
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_bottleneck_backward_matches_float64(shape, with_scale):
+def test_bottleneck_backward_matches_float64(shape, with_scale, isa):
     b, t, c = shape
     h = 4 * c
     rng = np.random.default_rng(b * 1000 + t + c + with_scale)
@@ -63,7 +63,7 @@ def test_bottleneck_backward_matches_float64(shape, with_scale):
         assert rel_err(ref, out) <= 1e-5, name
 
 
-def test_gelu_backward_large_and_small_preactivations():
+def test_gelu_backward_large_and_small_preactivations(isa):
     # |z| up to 12: the Gaussian term underflows and erf saturates; GELU' must go to exactly 0 / 1
     b, t, c = 1, 8, 20
     h = 4 * c

@@ -67,7 +67,7 @@ def bottleneck_inputs(rng, b, t, c):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=IDS)
-def test_dwconv_layernorm(shape, rng):
+def test_dwconv_layernorm(shape, isa, rng):
     b, t, c = shape
     x = f32(rng.standard_normal(shape))
     w, cb, nw, nb = (f32(rng.standard_normal(s)) for s in ((c, 1, 7), c, c, c))
@@ -78,7 +78,7 @@ def test_dwconv_layernorm(shape, rng):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [*SHAPES, (2, 64, 96), (1, 8, 384)], ids=[*IDS, "B2-T64-C96", "B1-T8-C384"])
-def test_bottleneck_with_drop_path_and_hidden(shape, threads, rng):
+def test_bottleneck_with_drop_path_and_hidden(shape, threads, isa, rng):
     b, t, c = shape
     args = bottleneck_inputs(rng, b, t, c)
     scale = f32(np.where(rng.random(b) < 0.5, 0.0, 1.0 / 0.8))
@@ -94,7 +94,7 @@ def test_bottleneck_with_drop_path_and_hidden(shape, threads, rng):
     assert rel_err(ref_hidden, hidden) <= 1e-5
 
 
-def test_bottleneck_in_place_and_many_row_blocks(rng):
+def test_bottleneck_in_place_and_many_row_blocks(isa, rng):
     """Rows beyond one cache block (parallel over blocks) and out aliasing x, as the packed model runs it."""
     b, t, c = 4, 300, 24
     args = bottleneck_inputs(rng, b, t, c)
@@ -104,7 +104,7 @@ def test_bottleneck_in_place_and_many_row_blocks(rng):
     assert rel_err(ref, x) <= 1e-5
 
 
-def test_gelu_matches_erf_across_the_range():
+def test_gelu_matches_erf_across_the_range(isa):
     z = np.linspace(-12.0, 12.0, 20001)
     out = poisoned(z.size)
     _C.gelu(f32(z), out)

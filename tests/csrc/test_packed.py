@@ -1,6 +1,7 @@
 """The inference session's packed pieces straight from numpy: ``PackedLinear`` (the panel GEMM of
-csrc/packed_gemm.cpp, its AVX2 and AVX-512 kernels, every row-tile height and partial last panel) and ``PackedBlock`` (one block as
-the session runs it), against float64 numpy oracles with NaN-poisoned outputs."""
+csrc/kernels/packed_gemm.cpp, its scalar, AVX2 and AVX-512 kernels through the ``isa`` fixture of
+conftest.py, every row-tile height and partial last panel) and ``PackedBlock`` (one block as the session
+runs it), against float64 numpy oracles with NaN-poisoned outputs."""
 
 from __future__ import annotations
 
@@ -23,19 +24,7 @@ def threads(request):
     _C.set_num_threads(before)
 
 
-@pytest.fixture(params=["avx2", "avx512"])
-def isa(request):
-    """Runs the test on each packed-GEMM kernel this CPU can execute."""
-    want = request.param == "avx512"
-    if want and not _C.avx512_supported():
-        pytest.skip("this CPU has no AVX-512F")
-    before = _C.set_use_avx512(want)
-    assert _C.uses_avx512() == want
-    yield request.param
-    _C.set_use_avx512(before)
-
-
-# rows: 1…7 hit every AVX2 tile height and the 4+4 split of 8; 11, 12 and 13 the AVX-512 tile heights
+# rows: 1…7 hit every AVX2 (and scalar: 1…4) tile height and the 4+4 split of 8; 11, 12 and 13 the AVX-512 tile heights
 # and their 7+6 split; 64 mixed tiles; 200 the row split over threads. (n, k): n not a multiple of 16
 # (partial last panel, masked bias load and store), one panel (n3), a partial second panel in a two-panel
 # AVX-512 step (n20), an odd panel count (n100: the last step has one panel), k odd.

@@ -7,4 +7,5 @@ namespace convnext_fast {
 void register_all(pybind11::module_& m);
 void register_kernels(pybind11::module_& m);  // py_kernels.cpp
 void register_model(pybind11::module_& m);    // py_model.cpp
+void register_isa(pybind11::module_& m);      // py_isa.cpp
 }  // namespace convnext_fast

@@ -28,8 +28,9 @@ void py_dwconv_layernorm(const py::handle& x_, const py::handle& conv_weight_, c
   auto out = checked_array(out_, "out", {batch, t, c}, true);
   if (!(eps > 0.f)) throw py::value_error("eps must be > 0");
   const std::vector<float> w_kc = taps_by_channel(w, c);
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  dwconv_layernorm(cdata(x), batch, t, c, w_kc.data(), cdata(cb), cdata(nw), cdata(nb), eps, mdata(out));
+  dwconv_layernorm(isa, cdata(x), batch, t, c, w_kc.data(), cdata(cb), cdata(nw), cdata(nb), eps, mdata(out));
 }
 
 void py_bottleneck(const py::handle& x_, const py::handle& n_, const py::handle& w1_, const py::handle& b1_,
@@ -57,8 +58,9 @@ void py_bottleneck(const py::handle& x_, const py::handle& n_, const py::handle&
     hidden = mdata(hidden_arr);
   }
   if (out.data() == n.data()) throw py::value_error("out must not share memory with n");
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  bottleneck(cdata(x), cdata(n), batch, t, c, h, cdata(w1), cdata(b1), cdata(w2), cdata(b2), cdata(gamma), scale,
+  bottleneck(isa, cdata(x), cdata(n), batch, t, c, h, cdata(w1), cdata(b1), cdata(w2), cdata(b2), cdata(gamma), scale,
              mdata(out), hidden);
 }
 
@@ -88,8 +90,9 @@ void py_dwconv_layernorm_backward(const py::handle& grad_, const py::handle& x_,
   if (!(eps > 0.f)) throw py::value_error("eps must be > 0");
   if (dx.data() == x.data() || dx.data() == grad.data()) throw py::value_error("dx must not share memory with x or grad");
   const std::vector<float> w_kc = taps_by_channel(w, c);
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  dwconv_layernorm_backward(cdata(x), cdata(grad), batch, t, c, w_kc.data(), cdata(cb), cdata(nw), eps, mdata(dx),
+  dwconv_layernorm_backward(isa, cdata(x), cdata(grad), batch, t, c, w_kc.data(), cdata(cb), cdata(nw), eps, mdata(dx),
                             mdata(dw), mdata(dcb), mdata(dnw), mdata(dnb));
 }
 
@@ -119,8 +122,9 @@ void py_bottleneck_backward(const py::handle& grad_, const py::handle& n_, const
     scale_arr = checked_array(sample_scale_, "sample_scale", {batch});
     scale = cdata(scale_arr);
   }
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  bottleneck_backward(cdata(grad), cdata(n), cdata(hidden), batch, t, c, h, cdata(w1), cdata(w2), cdata(b2),
+  bottleneck_backward(isa, cdata(grad), cdata(n), cdata(hidden), batch, t, c, h, cdata(w1), cdata(w2), cdata(b2),
                       cdata(gamma), scale, mdata(dn), mdata(dw1), mdata(db1), mdata(dw2), mdata(db2), mdata(dgamma));
 }
 
@@ -130,8 +134,9 @@ void py_layernorm(const py::handle& x_, const py::handle& w_, const py::handle& 
   auto w = checked_array(w_, "weight", {c});
   auto b = checked_array(b_, "bias", {c});
   auto out = checked_array(out_, "out", {rows, c}, true);
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  layernorm_rows(cdata(x), rows, c, cdata(w), cdata(b), eps, mdata(out));
+  layernorm_rows(isa, cdata(x), rows, c, cdata(w), cdata(b), eps, mdata(out));
 }
 
 void py_linear(const py::handle& x_, const py::handle& w_, const py::handle& b_, const py::handle& out_) {
@@ -141,14 +146,15 @@ void py_linear(const py::handle& x_, const py::handle& w_, const py::handle& b_,
   const int64_t n = w.shape(0);
   auto b = checked_array(b_, "bias", {n});
   auto out = checked_array(out_, "out", {rows, n}, true);
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  linear_rows(cdata(x), rows, k, cdata(w), cdata(b), n, mdata(out));
+  linear_rows(isa, cdata(x), rows, k, cdata(w), cdata(b), n, mdata(out));
 }
 
 // nn.Linear over weights packed once (the inference session's GEMM), for tests and benchmarks.
 struct PackedLinear {
   PackedWeight packed;
-  std::vector<float> weight, bias;  // weight stays only when this CPU cannot run the packed kernel
+  std::vector<float> bias;
 };
 
 PackedLinear* make_packed_linear(const py::handle& w_, const py::handle& b_, bool bf16) {
@@ -158,14 +164,7 @@ PackedLinear* make_packed_linear(const py::handle& w_, const py::handle& b_, boo
   auto b = checked_array(b_, "bias", {n});
   auto* lin = new PackedLinear;
   lin->bias.assign(cdata(b), cdata(b) + n);
-  if (bf16)
-    lin->packed = pack_weight_bf16(cdata(w), n, k);
-  else if (packed_gemm_supported())
-    lin->packed = pack_weight(cdata(w), n, k);
-  else
-    lin->weight.assign(cdata(w), cdata(w) + n * k);
-  lin->packed.n = n;
-  lin->packed.k = k;
+  lin->packed = bf16 ? pack_weight_bf16(cdata(w), n, k) : pack_weight(cdata(w), n, k);
   return lin;
 }
 
@@ -174,15 +173,17 @@ void py_packed_linear(const PackedLinear& lin, const py::handle& x_, const py::h
   auto x = checked_array(x_, "x", {-1, k});
   const int64_t rows = x.shape(0);
   auto out = checked_array(out_, "out", {rows, n}, true);
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  linear_rows(cdata(x), rows, k, lin.weight.data(), lin.bias.data(), n, mdata(out), &lin.packed);
+  linear_rows(isa, cdata(x), rows, k, nullptr, lin.bias.data(), n, mdata(out), &lin.packed);
 }
 
 void py_gelu(const py::handle& x_, const py::handle& out_) {
   auto x = checked_array(x_, "x", {-1});
   auto out = checked_array(out_, "out", {x.shape(0)}, true);
+  const Isa isa = active_isa();
   py::gil_scoped_release release;
-  gelu(cdata(x), x.shape(0), mdata(out));
+  gelu(isa, cdata(x), x.shape(0), mdata(out));
 }
 }  // namespace
 
@@ -208,22 +209,11 @@ void register_kernels(py::module_& m) {
   m.def("linear", &py_linear, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         "out[rows, N] = x[rows, K]·weight[N, K]ᵀ + bias (OpenBLAS, rows or columns split over threads).");
   py::class_<PackedLinear>(m, "PackedLinear",
-                           "out = x·Wᵀ + b over W packed once into 16-column panels (AVX-512 or AVX2/FMA kernel; "
-                           "OpenBLAS on CPUs without AVX2).")
+                           "out = x·Wᵀ + b over W packed once into 16-column panels (the packed GEMM at the ISA "
+                           "level of each call: see isa()).")
       .def(py::init(&make_packed_linear), py::arg("weight"), py::arg("bias"), py::arg("bf16") = false,
            "bf16: keep the weight in bf16 (activations rounded to bf16, fp32 accumulation).")
-      .def("forward", &py_packed_linear, py::arg("x"), py::arg("out"), "x[rows, K] → out[rows, N].")
-      .def_property_readonly("packed", [](const PackedLinear& lin) { return !lin.packed.empty(); });
-  m.def("avx512_supported", &avx512_supported, "This CPU has AVX-512F.");
-  m.def("uses_avx512", &uses_avx512, "The packed GEMM runs its AVX-512 kernel.");
-  m.def("set_use_avx512", &set_use_avx512, py::arg("on"),
-        "Choose the packed GEMM's AVX-512 kernel (default where supported) or the AVX2 one; returns the "
-        "previous choice. For tests and benchmarks.");
-  m.def("bf16_dot_supported", &bf16_dot_supported, "This CPU has AVX512_BF16 (vdpbf16ps).");
-  m.def("uses_bf16_dot", &uses_bf16_dot, "bf16 packed weights run on vdpbf16ps (else a portable loop).");
-  m.def("set_use_bf16_dot", &set_use_bf16_dot, py::arg("on"),
-        "Choose vdpbf16ps (default where supported) or the portable loop for bf16 weights; returns the previous "
-        "choice. For tests and benchmarks.");
+      .def("forward", &py_packed_linear, py::arg("x"), py::arg("out"), "x[rows, K] → out[rows, N].");
   m.def("gelu", &py_gelu, py::arg("x"), py::arg("out"), "Exact-erf GELU of a 1-D array.");
   m.def("get_num_threads", &num_threads, "Threads the kernels' OpenMP loops use.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Set the threads the kernels' OpenMP loops use.");

@@ -16,11 +16,9 @@ std::vector<float> taps_major(const std::vector<float>& w, int64_t c, int64_t k)
   return out;
 }
 
-// On AVX2+FMA CPUs the weight is packed into panels and the row-major copy freed, so the session holds
-// each weight once; elsewhere the row-major copy stays for OpenBLAS. bf16 panels run on any x86-64.
-void pack_or_keep(std::vector<float>& w, int64_t n, int64_t k, PackedWeight* packed, bool bf16 = false) {
-  static const bool supported = packed_gemm_supported();
-  if (!supported && !bf16) return;
+// The weight is packed into panels and the row-major copy freed, so the session holds each weight once.
+// Every ISA level has a packed kernel (isa.h), so this does not depend on the CPU.
+void pack(std::vector<float>& w, int64_t n, int64_t k, PackedWeight* packed, bool bf16 = false) {
   *packed = bf16 ? pack_weight_bf16(w.data(), n, k) : pack_weight(w.data(), n, k);
   std::vector<float>().swap(w);
 }
@@ -37,12 +35,12 @@ PackedBlock::PackedBlock(int64_t dim, float eps, const std::string& prefix, cons
   fc2_w_ = lookup(prefix + "mlp.fc2.weight", {dim, 4 * dim});
   fc2_b_ = lookup(prefix + "mlp.fc2.bias", {dim});
   gamma_ = lookup(prefix + "gamma", {dim});
-  pack_or_keep(fc1_w_, 4 * dim, dim, &fc1_packed_, bf16);
-  pack_or_keep(fc2_w_, dim, 4 * dim, &fc2_packed_, bf16);
+  pack(fc1_w_, 4 * dim, dim, &fc1_packed_, bf16);
+  pack(fc2_w_, dim, 4 * dim, &fc2_packed_, bf16);
 }
 
-void PackedBlock::forward(float* h, float* n, int64_t batch, int64_t t) const {
-  convnext_block(h, n, batch, t, dim_, dw_kc_.data(), dw_bias_.data(), norm_w_.data(), norm_b_.data(), eps_,
+void PackedBlock::forward(Isa isa, float* h, float* n, int64_t batch, int64_t t) const {
+  convnext_block(isa, h, n, batch, t, dim_, dw_kc_.data(), dw_bias_.data(), norm_w_.data(), norm_b_.data(), eps_,
                  fc1_w_.data(), fc1_b_.data(), fc2_w_.data(), fc2_b_.data(), gamma_.data(), &fc1_packed_,
                  &fc2_packed_);
 }
@@ -54,7 +52,7 @@ PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vecto
   const int64_t d0 = dims_[0];
   stem_w_ = lookup("stem.0.weight", {d0, in_chans, kStemStride});  // [D0, Cin·4] as a GEMM weight
   stem_b_ = lookup("stem.0.bias", {d0});
-  pack_or_keep(stem_w_, d0, in_chans * kStemStride, &stem_packed_);
+  pack(stem_w_, d0, in_chans * kStemStride, &stem_packed_);
   stem_norm_w_ = lookup("stem.1.weight", {d0});
   stem_norm_b_ = lookup("stem.1.bias", {d0});
   int64_t prev = d0;
@@ -74,7 +72,7 @@ PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vecto
         for (int64_t i = 0; i < prev; ++i)
           for (int64_t k = 0; k < 2; ++k) stage.down_w[(o * 2 + k) * prev + i] = w[(o * prev + i) * 2 + k];
       stage.down_b = lookup(p + "downsample.1.bias", {dim});
-      pack_or_keep(stage.down_w, dim, 2 * prev, &stage.down_packed, bf16);
+      pack(stage.down_w, dim, 2 * prev, &stage.down_packed, bf16);
     }
     for (int64_t j = 0; j < depths[s]; ++j)
       stage.blocks.emplace_back(dim, eps, p + "blocks." + std::to_string(j) + ".", lookup, bf16);
@@ -87,7 +85,7 @@ PackedModel::PackedModel(int64_t in_chans, std::vector<int64_t> dims, std::vecto
   head_b_ = lookup("head.fc.bias", {num_outputs});
 }
 
-void PackedModel::forward(const float* x, int64_t batch, int64_t t, float* out) const {
+void PackedModel::forward(Isa isa, const float* x, int64_t batch, int64_t t, float* out) const {
   if (t < kTotalStride) throw std::invalid_argument("x needs at least 32 time steps (the total stride)");
   const int64_t t0 = t % kTotalStride;  // oldest bars cropped, newest kept
   int64_t tc = (t - t0) / kStemStride;
@@ -109,18 +107,18 @@ void PackedModel::forward(const float* x, int64_t batch, int64_t t, float* out) 
         for (int64_t k = 0; k < kStemStride; ++k) dst[k] = src[k];
       }
   int64_t c = dims_[0];
-  linear_rows(n, rows, patch, stem_w_.data(), stem_b_.data(), c, h, &stem_packed_);
-  layernorm_rows(h, rows, c, stem_norm_w_.data(), stem_norm_b_.data(), eps_, h);
+  linear_rows(isa, n, rows, patch, stem_w_.data(), stem_b_.data(), c, h, &stem_packed_);
+  layernorm_rows(isa, h, rows, c, stem_norm_w_.data(), stem_norm_b_.data(), eps_, h);
 
   for (const Stage& stage : stages_) {
     if (stage.downsample) {
-      layernorm_rows(h, rows, c, stage.down_norm_w.data(), stage.down_norm_b.data(), eps_, n);
+      layernorm_rows(isa, h, rows, c, stage.down_norm_w.data(), stage.down_norm_b.data(), eps_, n);
       tc /= 2;
       rows /= 2;
-      linear_rows(n, rows, 2 * c, stage.down_w.data(), stage.down_b.data(), stage.dim, h, &stage.down_packed);
+      linear_rows(isa, n, rows, 2 * c, stage.down_w.data(), stage.down_b.data(), stage.dim, h, &stage.down_packed);
       c = stage.dim;
     }
-    for (const PackedBlock& block : stage.blocks) block.forward(h, n, batch, tc);
+    for (const PackedBlock& block : stage.blocks) block.forward(isa, h, n, batch, tc);
   }
 
   // Head: mean over time → LayerNorm → linear.
@@ -133,8 +131,8 @@ void PackedModel::forward(const float* x, int64_t batch, int64_t t, float* out) 
     }
     for (int64_t ch = 0; ch < c; ++ch) pb[ch] /= static_cast<float>(tc);
   }
-  layernorm_rows(pooled.data(), batch, c, head_norm_w_.data(), head_norm_b_.data(), eps_, pooled.data());
-  linear_rows(pooled.data(), batch, c, head_w_.data(), head_b_.data(), num_outputs_, out);
+  layernorm_rows(isa, pooled.data(), batch, c, head_norm_w_.data(), head_norm_b_.data(), eps_, pooled.data());
+  linear_rows(isa, pooled.data(), batch, c, head_w_.data(), head_b_.data(), num_outputs_, out);
 }
 
 }  // namespace convnext_fast

@@ -1,6 +1,8 @@
 #include "packed_gemm.h"
 
+#if CNF_X86_KERNELS
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -9,21 +11,6 @@
 #include <vector>
 
 namespace convnext_fast {
-
-namespace {
-bool g_avx512 = __builtin_cpu_supports("avx512f");
-bool g_bf16_dot = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
-}  // namespace
-
-bool bf16_dot_supported() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"); }
-
-bool set_use_bf16_dot(bool on) {
-  const bool before = g_bf16_dot;
-  g_bf16_dot = on && bf16_dot_supported();
-  return before;
-}
-
-bool uses_bf16_dot() { return g_bf16_dot; }
 
 uint16_t to_bf16(float v) {
   uint32_t u;
@@ -44,16 +31,6 @@ PackedWeight pack_weight_bf16(const float* w, int64_t n, int64_t k) {
   return p;
 }
 
-bool avx512_supported() { return __builtin_cpu_supports("avx512f"); }
-
-bool set_use_avx512(bool on) {
-  const bool before = g_avx512;
-  g_avx512 = on && avx512_supported();
-  return before;
-}
-
-bool uses_avx512() { return g_avx512; }
-
 PackedWeight pack_weight(const float* w, int64_t n, int64_t k) {
   PackedWeight p;
   p.n = n;
@@ -65,14 +42,13 @@ PackedWeight pack_weight(const float* w, int64_t n, int64_t k) {
   return p;
 }
 
-bool packed_gemm_supported() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-
 namespace {
 // Prefetching. The first row tile of a panel would pull the whole panel from L3/DRAM while the later tiles
 // find it in L1/L2, so memory traffic would come in bursts a third to a half of the time (tiny's stage 3
 // ran at 12 GB/s while the machine streams ~21). Instead every tile of panel p prefetches an equal share
 // of panel p+1, evenly spaced over its k steps, which keeps a steady stream of requests in flight for the
-// whole panel. Measured with benchmarks/cpp/packed_model_bench, two interleaved runs: tiny B=1 min
+// whole panel. Measured on the 2-vCPU AVX2 AMD EPYC dev host, 2026-11-24 (2105fb8), with
+// benchmarks/cpp/packed_model_bench, two interleaved runs: tiny B=1 min
 // 5.31–5.35 ms against 6.15–6.17 ms with a fixed 16-step look-ahead in the first tile only (which itself
 // beat no software prefetch, 6.9–7.7 against 8.6–10.0 ms in an earlier, busier run); combining both was no
 // better (5.41–5.45 ms), nor was the L2 hint (5.45–5.53 ms).
@@ -87,19 +63,62 @@ struct SpreadPrefetch {
     due += lines;
     while (due >= k) {
       due -= k;
-      _mm_prefetch(next, _MM_HINT_T0);
+#if defined(__GNUC__) || defined(__clang__)
+      __builtin_prefetch(next, 0, 3);  // prefetcht0 on x86
+#endif
       next += kCacheLine;
     }
   }
 };
 
+// ---- fp32 panels, portable: the scalar level ----
+// MR rows × one panel with the accumulators in a plain array; compilers keep it in vector registers where
+// the target has them (SSE on baseline x86-64, NEON on aarch64).
+constexpr int64_t kMaxRowsScalar = 4;
+
+template <int MR>
+void tile_scalar(const float* a, int64_t lda, const float* panel, int64_t k, const float* bias, float* c, int64_t ldc,
+                 int64_t cols) {
+  float acc[MR][kPanel];
+  for (int r = 0; r < MR; ++r)
+    for (int64_t j = 0; j < kPanel; ++j) acc[r][j] = bias != nullptr && j < cols ? bias[j] : 0.f;
+  for (int64_t p = 0; p < k; ++p) {
+    const float* wp = panel + p * kPanel;
+    for (int r = 0; r < MR; ++r) {
+      const float av = a[r * lda + p];
+      for (int64_t j = 0; j < kPanel; ++j) acc[r][j] += av * wp[j];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[r][j];
+}
+
+using TileScalarFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t);
+constexpr TileScalarFn kTilesScalar[kMaxRowsScalar + 1] = {nullptr, tile_scalar<1>, tile_scalar<2>, tile_scalar<3>,
+                                                           tile_scalar<4>};
+
+void packed_gemm_scalar(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
+                        const float* bias, float* c, int64_t ldc) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* panel = w.panels.data() + p * w.k * kPanel;
+    const int64_t col0 = p * kPanel, cols = std::min(kPanel, w.n - col0);
+    const float* panel_bias = bias != nullptr ? bias + col0 : nullptr;
+    for (int64_t r = 0; r < m; r += kMaxRowsScalar) {
+      const int64_t rows = std::min(kMaxRowsScalar, m - r);
+      kTilesScalar[rows](a + r * lda, lda, panel, w.k, panel_bias, c + r * ldc + col0, ldc, cols);
+    }
+  }
+}
+
+#if CNF_X86_KERNELS
+// ---- fp32 panels, AVX2+FMA ----
 // MR rows × 16 columns: 2·MR accumulators + 2 weight registers + 1 broadcast fit the 16 ymm registers
 // for MR ≤ 6. Every loop over MR must be fully unrolled: GCC otherwise keeps the accumulator arrays in
 // memory and stores all 12 of them on every k step, which capped the first version of this kernel at
 // about a third of the FMA peak (33 vs 97 GFLOP/s on one core, benchmarks/README.md).
 // pf / pf_lines: this tile's share of the next panel, prefetched one line every k / pf_lines steps.
 template <int MR>
-__attribute__((target("avx2,fma"))) void tile(const float* a, int64_t lda, const float* panel, int64_t k,
+CNF_TARGET_AVX2 void tile(const float* a, int64_t lda, const float* panel, int64_t k,
                                               const float* bias, float* c, int64_t ldc, int64_t cols,
                                               const char* pf, int64_t pf_lines) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -163,7 +182,7 @@ __mmask16 lane_mask(int64_t cols) {
 }
 
 template <int MR, int NP>
-__attribute__((target("avx512f"))) void tile512(const float* a, int64_t lda, const float* panel, int64_t k,
+CNF_TARGET_AVX512 void tile512(const float* a, int64_t lda, const float* panel, int64_t k,
                                                 const float* bias, float* c, int64_t ldc, int64_t cols,
                                                 const char* pf, int64_t pf_lines) {
   const __mmask16 m0 = lane_mask(cols), m1 = NP == 2 ? lane_mask(cols - kPanel) : 0;
@@ -225,6 +244,32 @@ void packed_gemm_avx512(const float* a, int64_t m, int64_t lda, const PackedWeig
   }
 }
 
+// Rows are cut into tiles of nearly equal height (8 rows → 4 + 4, not 6 + 2): a 2-row tile does
+// 4 FMAs per 4 loads and would run at half speed.
+void packed_gemm_avx2(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
+                      const float* bias, float* c, int64_t ldc) {
+  const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
+  // Panels outermost: one panel (k·16 floats) is read from memory once and reused from L1/L2 by every
+  // row tile, so the weights stream through exactly once per call.
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* panel = w.panels.data() + p * w.k * kPanel;
+    const int64_t col0 = p * kPanel, cols = std::min(kPanel, w.n - col0);
+    const float* panel_bias = bias != nullptr ? bias + col0 : nullptr;
+    // The next panel starts where this one ends: k lines of 64 bytes (16 floats per k step).
+    const char* next = reinterpret_cast<const char*>(panel + w.k * kPanel);
+    const bool last = p + 1 == p1;
+    int64_t r = 0;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t left = m - r, rows = (left + (tiles - t) - 1) / (tiles - t);
+      const int64_t line0 = t * w.k / tiles, line1 = (t + 1) * w.k / tiles;
+      kTiles[rows](a + r * lda, lda, panel, w.k, panel_bias, c + r * ldc + col0, ldc, cols, next + line0 * kCacheLine,
+                   last ? 0 : line1 - line0);
+      r += rows;
+    }
+  }
+}
+#endif  // CNF_X86_KERNELS
+
 // ---- bf16 weights ----
 // The activations, rounded to bf16 and paired along k as 32-bit words (the broadcast operand of vdpbf16ps):
 // row r's pair i is (a[r, 2i], a[r, 2i+1]), a zero past an odd k. Per-thread scratch reused across calls.
@@ -242,10 +287,11 @@ const uint32_t* bf16_pairs(const float* a, int64_t m, int64_t lda, int64_t k) {
   return buf.data();
 }
 
+#if CNF_X86_KERNELS
 // MR rows × NP panels with vdpbf16ps: each step multiplies one k pair of 16·NP columns, two multiply-adds
 // per lane, into fp32 accumulators. Same register plan, tiling and spread prefetch as tile512.
 template <int MR, int NP>
-__attribute__((target("avx512f,avx512bf16"))) void tile_bf16(const uint32_t* a, int64_t lda, const uint16_t* panel,
+CNF_TARGET_AVX512_BF16 void tile_bf16(const uint32_t* a, int64_t lda, const uint16_t* panel,
                                                              int64_t k2, const float* bias, float* c, int64_t ldc,
                                                              int64_t cols, const char* pf, int64_t pf_lines) {
   const __mmask16 m0 = lane_mask(cols), m1 = NP == 2 ? lane_mask(cols - kPanel) : 0;
@@ -286,43 +332,9 @@ constexpr std::array<TileBf16Fn, sizeof...(R) + 1> tiles_bf16(std::index_sequenc
 constexpr auto kTilesBf16One = tiles_bf16<1>(std::make_index_sequence<kMaxRows512>());
 constexpr auto kTilesBf16Two = tiles_bf16<2>(std::make_index_sequence<kMaxRows512>());
 
-inline float bf16_to_float(uint32_t bits16) {
-  const uint32_t u = bits16 << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-// The portable path: the same bf16 products, one panel and one row at a time (auto-vectorised over the
-// 16 columns where the target allows).
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void panel_bf16_portable(
-    const uint32_t* a, int64_t lda, int64_t m, const uint16_t* panel, int64_t k2, const float* bias, float* c,
-    int64_t ldc, int64_t cols) {
-  for (int64_t r = 0; r < m; ++r) {
-    float acc[kPanel];
-    for (int64_t j = 0; j < kPanel; ++j) acc[j] = bias != nullptr && j < cols ? bias[j] : 0.f;
-    const uint32_t* ar = a + r * lda;
-    for (int64_t p = 0; p < k2; ++p) {
-      const float a0 = bf16_to_float(ar[p] & 0xffffu), a1 = bf16_to_float(ar[p] >> 16);
-      const uint16_t* wp = panel + p * kPanel * 2;
-      for (int64_t j = 0; j < kPanel; ++j) acc[j] += a0 * bf16_to_float(wp[2 * j]) + a1 * bf16_to_float(wp[2 * j + 1]);
-    }
-    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[j];
-  }
-}
-
-void packed_gemm_bf16(const float* a_f32, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
-                      const float* bias, float* c, int64_t ldc) {
+void packed_gemm_bf16_dot(const uint32_t* a, int64_t m, const PackedWeight& w, int64_t p0, int64_t p1,
+                          const float* bias, float* c, int64_t ldc) {
   const int64_t k2 = (w.k + 1) / 2, panel_size = k2 * kPanel * 2;
-  const uint32_t* a = bf16_pairs(a_f32, m, lda, w.k);
-  if (!g_bf16_dot) {
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t col0 = p * kPanel;
-      panel_bf16_portable(a, k2, m, w.panels_bf16.data() + p * panel_size, k2, bias != nullptr ? bias + col0 : nullptr,
-                          c + col0, ldc, std::min(kPanel, w.n - col0));
-    }
-    return;
-  }
   const int64_t tiles = (m + kMaxRows512 - 1) / kMaxRows512;
   for (int64_t p = p0; p < p1; p += 2) {
     const int64_t np = std::min<int64_t>(2, p1 - p);
@@ -343,33 +355,59 @@ void packed_gemm_bf16(const float* a_f32, int64_t m, int64_t lda, const PackedWe
     }
   }
 }
+#endif  // CNF_X86_KERNELS
+
+inline float bf16_to_float(uint32_t bits16) {
+  const uint32_t u = bits16 << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// The portable path: the same bf16 products, one panel and one row at a time (auto-vectorised over the
+// 16 columns; compiled for the baseline and for AVX2+FMA).
+CNF_ALWAYS_INLINE void panel_bf16_loop_body(const uint32_t* a, int64_t lda, int64_t m, const uint16_t* panel,
+                                            int64_t k2, const float* bias, float* c, int64_t ldc, int64_t cols) {
+  for (int64_t r = 0; r < m; ++r) {
+    float acc[kPanel];
+    for (int64_t j = 0; j < kPanel; ++j) acc[j] = bias != nullptr && j < cols ? bias[j] : 0.f;
+    const uint32_t* ar = a + r * lda;
+    for (int64_t p = 0; p < k2; ++p) {
+      const float a0 = bf16_to_float(ar[p] & 0xffffu), a1 = bf16_to_float(ar[p] >> 16);
+      const uint16_t* wp = panel + p * kPanel * 2;
+      for (int64_t j = 0; j < kPanel; ++j) acc[j] += a0 * bf16_to_float(wp[2 * j]) + a1 * bf16_to_float(wp[2 * j + 1]);
+    }
+    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = acc[j];
+  }
+}
+CNF_ROW_VARIANTS(panel_bf16_loop,
+                 (const uint32_t* a, int64_t lda, int64_t m, const uint16_t* panel, int64_t k2, const float* bias,
+                  float* c, int64_t ldc, int64_t cols),
+                 (a, lda, m, panel, k2, bias, c, ldc, cols))
+
+void packed_gemm_bf16(Isa isa, const float* a_f32, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0,
+                      int64_t p1, const float* bias, float* c, int64_t ldc) {
+  const uint32_t* a = bf16_pairs(a_f32, m, lda, w.k);
+#if CNF_X86_KERNELS
+  if (isa >= Isa::kAvx512Bf16) return packed_gemm_bf16_dot(a, m, w, p0, p1, bias, c, ldc);
+#endif
+  const int64_t k2 = (w.k + 1) / 2, panel_size = k2 * kPanel * 2;
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t col0 = p * kPanel;
+    panel_bf16_loop(isa, a, k2, m, w.panels_bf16.data() + p * panel_size, k2, bias != nullptr ? bias + col0 : nullptr,
+                    c + col0, ldc, std::min(kPanel, w.n - col0));
+  }
+}
 }  // namespace
 
-void packed_gemm(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
+void packed_gemm(Isa isa, const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
                  const float* bias, float* c, int64_t ldc) {
-  if (w.is_bf16()) return packed_gemm_bf16(a, m, lda, w, p0, p1, bias, c, ldc);
-  if (g_avx512) return packed_gemm_avx512(a, m, lda, w, p0, p1, bias, c, ldc);
-  // Rows are cut into tiles of nearly equal height (8 rows → 4 + 4, not 6 + 2): a 2-row tile does
-  // 4 FMAs per 4 loads and would run at half speed.
-  const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
-  // Panels outermost: one panel (k·16 floats) is read from memory once and reused from L1/L2 by every
-  // row tile, so the weights stream through exactly once per call.
-  for (int64_t p = p0; p < p1; ++p) {
-    const float* panel = w.panels.data() + p * w.k * kPanel;
-    const int64_t col0 = p * kPanel, cols = std::min(kPanel, w.n - col0);
-    const float* panel_bias = bias != nullptr ? bias + col0 : nullptr;
-    // The next panel starts where this one ends: k lines of 64 bytes (16 floats per k step).
-    const char* next = reinterpret_cast<const char*>(panel + w.k * kPanel);
-    const bool last = p + 1 == p1;
-    int64_t r = 0;
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t left = m - r, rows = (left + (tiles - t) - 1) / (tiles - t);
-      const int64_t line0 = t * w.k / tiles, line1 = (t + 1) * w.k / tiles;
-      kTiles[rows](a + r * lda, lda, panel, w.k, panel_bias, c + r * ldc + col0, ldc, cols, next + line0 * kCacheLine,
-                   last ? 0 : line1 - line0);
-      r += rows;
-    }
-  }
+  if (w.is_bf16()) return packed_gemm_bf16(isa, a, m, lda, w, p0, p1, bias, c, ldc);
+#if CNF_X86_KERNELS
+  if (isa >= Isa::kAvx512) return packed_gemm_avx512(a, m, lda, w, p0, p1, bias, c, ldc);
+  if (isa >= Isa::kAvx2) return packed_gemm_avx2(a, m, lda, w, p0, p1, bias, c, ldc);
+#endif
+  packed_gemm_scalar(a, m, lda, w, p0, p1, bias, c, ldc);
 }
 
 }  // namespace convnext_fast

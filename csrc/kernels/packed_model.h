@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "isa.h"
 #include "packed_gemm.h"
 
 namespace convnext_fast {
@@ -19,8 +20,9 @@ class PackedBlock {
   // bf16: the two linear layers hold bf16 weights (pack_weight_bf16), everything else stays fp32.
   PackedBlock(int64_t dim, float eps, const std::string& prefix, const WeightLookup& lookup, bool bf16 = false);
 
-  // h: [batch, t, dim] channels-last, updated in place; n: scratch of the same size.
-  void forward(float* h, float* n, int64_t batch, int64_t t) const;
+  // h: [batch, t, dim] channels-last, updated in place; n: scratch of the same size. isa: active_isa(), read
+  // by the caller once per call.
+  void forward(Isa isa, float* h, float* n, int64_t batch, int64_t t) const;
 
   int64_t dim() const { return dim_; }
 
@@ -28,7 +30,7 @@ class PackedBlock {
   int64_t dim_;
   float eps_;
   std::vector<float> dw_kc_, dw_bias_, norm_w_, norm_b_, fc1_w_, fc1_b_, fc2_w_, fc2_b_, gamma_;
-  PackedWeight fc1_packed_, fc2_packed_;  // when packed, fc1_w_ / fc2_w_ are empty
+  PackedWeight fc1_packed_, fc2_packed_;  // fc1_w_ / fc2_w_ are emptied once packed
 };
 
 class PackedModel {
@@ -40,8 +42,9 @@ class PackedModel {
               float eps, const WeightLookup& lookup, bool bf16 = false);  // bf16: blocks and downsamples
 
   // x: [batch, in_chans, t] channels-first (the public model layout), t >= 32; the oldest t % 32 bars are
-  // dropped like the reference does. out: [batch, num_outputs].
-  void forward(const float* x, int64_t batch, int64_t t, float* out) const;
+  // dropped like the reference does. out: [batch, num_outputs]. Every kernel of the forward runs at `isa`
+  // (the caller reads active_isa() once: a limit changed meanwhile cannot mix variants within one forward).
+  void forward(Isa isa, const float* x, int64_t batch, int64_t t, float* out) const;
 
   int64_t in_chans() const { return in_chans_; }
   int64_t num_outputs() const { return num_outputs_; }

@@ -45,8 +45,9 @@ void register_model(py::module_& m) {
             if (t < PackedModel::kTotalStride)
               throw py::value_error("x has T=" + std::to_string(t) + " time steps; the model needs at least 32");
             auto out = checked_array(out_, "out", {batch, self.num_outputs()}, true);
+            const Isa isa = active_isa();
             py::gil_scoped_release release;
-            self.forward(cdata(x), batch, t, mdata(out));
+            self.forward(isa, cdata(x), batch, t, mdata(out));
           },
           py::arg("x"), py::arg("out"), "x: [B, in_chans, T] float32 → out: [B, num_outputs].")
       .def(
@@ -62,9 +63,10 @@ void register_model(py::module_& m) {
             if (batch < 1 || x.shape(1) != self.in_chans() || t < PackedModel::kTotalStride) return py::none();
             py::array_t<float> out({batch, self.num_outputs()});
             float* dst = out.mutable_data();
+            const Isa isa = active_isa();
             {
               py::gil_scoped_release release;
-              self.forward(cdata(x), batch, t, dst);
+              self.forward(isa, cdata(x), batch, t, dst);
             }
             return std::move(out);
           },
@@ -91,9 +93,10 @@ void register_model(py::module_& m) {
             auto out = checked_array(out_, "out", {batch, t, self.dim()}, true);
             if (out.data() == x.data()) throw py::value_error("out must not share memory with x");
             std::vector<float> scratch(static_cast<size_t>(batch * t * self.dim()));
+            const Isa isa = active_isa();
             py::gil_scoped_release release;
             std::copy(cdata(x), cdata(x) + scratch.size(), mdata(out));
-            self.forward(mdata(out), scratch.data(), batch, t);
+            self.forward(isa, mdata(out), scratch.data(), batch, t);
           },
           py::arg("x"), py::arg("out"), "x: [B, T, dim] channels-last float32 → out (same shape).")
       .def_property_readonly("dim", &PackedBlock::dim);
