@@ -21,6 +21,7 @@ from convnext_fast.data.synthetic import synthetic_candles
 from convnext_fast.features.pipeline import FeatureSpec
 from convnext_fast.live.predictor import set_threads
 from convnext_fast.live.session import DecisionRule, build_engine
+from convnext_fast.train.checkpoint import CheckpointMeta
 
 WINDOW = 256
 BARS = 300
@@ -31,7 +32,7 @@ def _engine(variant: str, backend: str):
     spec = FeatureSpec()
     model = reference.create(variant, in_chans=spec.n_channels).eval()
     engine, used = build_engine(
-        model, {"feature_spec": spec.to_dict()}, rule=DecisionRule(), backend=backend, window=WINDOW
+        model, CheckpointMeta.untrained(model.config, spec), rule=DecisionRule(), backend=backend, window=WINDOW
     )
     assert used == backend
     candles = synthetic_candles(engine.history_needed + BARS + 50, seed=1)

@@ -29,6 +29,7 @@ def measure(variant: str, bars: int, window: int, backend: str = "auto", threads
     from .. import reference
     from ..data.synthetic import synthetic_candles
     from ..features.pipeline import FeatureSpec
+    from ..train.checkpoint import CheckpointMeta
     from .loop import LiveContext, OutputSink, run_live
     from .predictor import set_threads
     from .session import DecisionRule, build_engine
@@ -39,7 +40,7 @@ def measure(variant: str, bars: int, window: int, backend: str = "auto", threads
     spec = FeatureSpec()
     model = reference.create(variant, in_chans=spec.n_channels).eval()
     engine, used = build_engine(
-        model, {"feature_spec": spec.to_dict()}, rule=DecisionRule(), backend=backend, window=window
+        model, CheckpointMeta.untrained(model.config, spec), rule=DecisionRule(), backend=backend, window=window
     )
     need = engine.history_needed
     candles = synthetic_candles(need + bars, seed=0)

@@ -190,7 +190,9 @@ def _model(args):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model = reference.create(args.variant, in_chans=spec.n_channels).eval()
-    meta = {"feature_spec": spec.to_dict(), "window": args.window}
+    from ..train.checkpoint import CheckpointMeta
+
+    meta = CheckpointMeta.untrained(model.config, spec, args.window)
     weights = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         weights.update(name.encode() + tensor.detach().cpu().numpy().tobytes())

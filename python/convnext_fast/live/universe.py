@@ -143,11 +143,11 @@ class UniverseStore(LiveStore):
 
     def check_resume_universe(self, identity: dict, force: bool = False) -> dict[str, LiveState]:
         """Every symbol's saved state, after checking the file was written by this run setup."""
-        meta = self._meta()
+        stored = self._meta()
         states = self.load_universe()
         if not states:
             raise UserError(f"--resume: {self.path} holds no processed candle of a universe to continue from")
-        saved = meta.get("identity", {})
+        saved = stored.get("identity", {})
         keys = (*(k for k in IDENTITY_KEYS if k != "symbol"), "symbols")
         differ = [k for k in keys if saved.get(k) != identity.get(k)]
         if "symbols" in differ:  # another universe cannot be forced onto this state: symbols would be lost

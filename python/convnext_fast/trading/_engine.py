@@ -23,6 +23,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .signals import signal_from_probs_nb  # the one probability rule
+
 # State vector layout.
 S_CASH, S_QTY, S_ENTRY_PRICE, S_ENTRY_BAR, S_ENTRY_FEE, S_FUNDING = 0, 1, 2, 3, 4, 5
 S_STOP, S_TAKE, S_BAR, S_PENDING_SIGNAL, S_PENDING_SIZE = 6, 7, 8, 9, 10
@@ -249,15 +251,6 @@ def bars_ok(open_, high, low, close):
         if not (0.0 < low[t] <= o <= high[t] < np.inf and low[t] <= c <= high[t]):
             return False
     return True
-
-
-@nb.njit(cache=True, inline="always")
-def signal_from_probs_nb(p_long, p_short, threshold):
-    if p_long > threshold and p_long > p_short:
-        return 1.0
-    if p_short > threshold and p_short > p_long:
-        return -1.0
-    return 0.0
 
 
 @nb.njit(cache=True, parallel=True)

@@ -55,7 +55,8 @@ def run_portfolio_cli(args: argparse.Namespace) -> int:
     from ..data.cli import parse_symbols
     from ..data.store import load_candles
     from .backtest import config_from_args
-    from .cli import _first_traded_bar, checkpoint_decisions
+    from .cli import _first_traded_bar
+    from .prediction import checkpoint_decisions
     from .report import periods_per_year_from, write_report
 
     if not args.checkpoint:
