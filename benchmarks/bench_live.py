@@ -32,7 +32,11 @@ def _engine(variant: str, backend: str):
     spec = FeatureSpec()
     model = reference.create(variant, in_chans=spec.n_channels).eval()
     engine, used = build_engine(
-        model, CheckpointMeta.untrained(model.config, spec), rule=DecisionRule(), backend=backend, window=WINDOW
+        model,
+        CheckpointMeta.untrained(model.config, spec),
+        rule=DecisionRule(),
+        backend=backend,
+        window=WINDOW,
     )
     assert used == backend
     candles = synthetic_candles(engine.history_needed + BARS + 50, seed=1)

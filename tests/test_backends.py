@@ -80,3 +80,63 @@ def test_import_survives_a_missing_extension():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 3)"
+
+
+def test_auto_means_the_same_for_the_fused_model_and_the_live_predictor(monkeypatch):
+    """One policy: for the same device, the fused model's "auto" and the live predictor's pick the same
+    backend, with the extension loaded and without it."""
+    from convnext_fast import _ext, reference
+    from convnext_fast import backends as policy
+    from convnext_fast.live.predictor import make_predictor
+    from convnext_fast.model import backend_for
+
+    model = reference.ConvNeXt1d(in_chans=4, dims=(8, 8, 8, 8), depths=(1, 1, 1, 1)).eval()
+    expected = {True: "cpu" if _ext._C is not None else "reference", False: "reference"}
+    for loaded in (True, False):
+        if not loaded:
+            monkeypatch.setattr(_ext, "_C", None)
+            monkeypatch.setattr(policy, "_warned_missing_extension", True)  # warned in its own test
+        chosen = policy.choose_backend("cpu")
+        assert chosen == expected[loaded]
+        assert backend_for("cpu", None) == chosen
+        assert make_predictor(model, "auto")[1] == chosen
+
+
+def test_forced_cpu_without_the_extension_fails_with_the_one_message(monkeypatch):
+    from convnext_fast import _ext
+    from convnext_fast import backends as policy
+    from convnext_fast.errors import UserError
+    from convnext_fast.live.predictor import make_predictor
+    from convnext_fast.ops.dwconv_layernorm import cpu as dwconv_cpu
+
+    monkeypatch.setattr(_ext, "_C", None)
+    monkeypatch.setattr(_ext, "LOAD_ERROR", "ImportError: gone")
+    monkeypatch.setattr(policy, "_warned_missing_extension", True)
+    with pytest.raises(
+        policy.BackendUnavailable, match=r"forced but cannot run: convnext_fast._C not loaded"
+    ):
+        policy.choose_backend("cpu", "cpu")
+    model = convnext_fast.reference.ConvNeXt1d(in_chans=4, dims=(8, 8, 8, 8), depths=(1, 1, 1, 1))
+    with pytest.raises(UserError, match=r"--backend cpu cannot run here: .*ImportError: gone"):
+        make_predictor(model, "cpu")
+    # a direct call of a cpu op (the policy bypassed) says the same, instead of quietly running the reference
+    x = torch.randn(1, 8, 4)
+    w, b = torch.randn(4, 1, 7), torch.randn(4)
+    with pytest.raises(policy.BackendUnavailable, match=r"could not be loaded \(ImportError: gone\)"):
+        dwconv_cpu.dwconv_layernorm(x, w, b, torch.ones(4), torch.zeros(4))
+
+
+def test_backend_names_import_without_torch():
+    """The command line builds its --backend choices from this module before torch may load."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from convnext_fast.backends import BACKENDS\n"
+        "assert 'torch' not in sys.modules, 'convnext_fast.backends imported torch'\n"
+        "print(','.join(BACKENDS))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "auto,cpu,triton,reference"

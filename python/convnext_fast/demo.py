@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .demo_summary import _fmt, baseline_accuracy_row
 from .errors import UserError
 
 SYNTHETIC_TAG = "SYNTHETIC"
@@ -300,20 +301,6 @@ def _copy_funding(args, store: Path, symbol: str) -> None:
     rates = load_funding(args.funding) if args.funding else find_funding(args.data, args.symbol)
     if rates is not None:
         save_funding(store, rates, symbol)
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def baseline_accuracy_row(baselines: dict) -> tuple[str, str]:
-    """The summary row of the naive baselines' accuracy, next to the model's."""
-    return (
-        "  majority class / previous bar",
-        " / ".join(
-            _fmt(baselines.get(k, {}).get("accuracy")) for k in ("majority_class", "previous_bar_direction")
-        ),
-    )
 
 
 def _latency(summary: dict) -> str:

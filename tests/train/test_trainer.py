@@ -79,12 +79,8 @@ def test_best_checkpoint_reproduces_the_saved_test_predictions(tmp_path, candles
             result.folds[0]["test"]["model"]["accuracy"]
         )
         # Rebuild the test inputs from the raw candles using only what the checkpoint says.
-        features = apply_normalisation(
-            feature_matrix(candles, meta.feature_spec), meta.normalisation
-        )
-        ds = WindowDataset(
-            features, np.zeros(len(candles), np.int64), saved["end_idx"], window=meta.window
-        )
+        features = apply_normalisation(feature_matrix(candles, meta.feature_spec), meta.normalisation)
+        ds = WindowDataset(features, np.zeros(len(candles), np.int64), saved["end_idx"], window=meta.window)
         x, _ = ds[np.arange(len(ds))]
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1).numpy()

@@ -12,15 +12,15 @@ import asyncio
 import io
 import time
 
+from ..backends import BACKENDS
 from ..variants import VARIANTS
-from .predictor import PREDICTOR_BACKENDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="atto", choices=tuple(VARIANTS), help="model size")
     parser.add_argument("--bars", type=int, default=500, help="candles replayed after warm-up")
     parser.add_argument("--window", type=int, default=256, help="window length T")
-    parser.add_argument("--backend", default="auto", choices=PREDICTOR_BACKENDS, help="forward backend")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="forward backend")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
@@ -40,7 +40,11 @@ def measure(variant: str, bars: int, window: int, backend: str = "auto", threads
     spec = FeatureSpec()
     model = reference.create(variant, in_chans=spec.n_channels).eval()
     engine, used = build_engine(
-        model, CheckpointMeta.untrained(model.config, spec), rule=DecisionRule(), backend=backend, window=window
+        model,
+        CheckpointMeta.untrained(model.config, spec),
+        rule=DecisionRule(),
+        backend=backend,
+        window=window,
     )
     need = engine.history_needed
     candles = synthetic_candles(need + bars, seed=0)

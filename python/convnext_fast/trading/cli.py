@@ -21,9 +21,11 @@ from .prediction import checkpoint_decisions
 from .report import periods_per_year_from, write_report
 from .signals import signals_from_probs
 from .sizing import add_sizing_arguments, sizing_from_args
+from .traded_bars import first_traded_bar
 
 if TYPE_CHECKING:
     from ..train.checkpoint import CheckpointMeta
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="candles: a CSV file or a candle-store folder")
@@ -81,47 +83,6 @@ def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, Ch
     return signals, probs, meta
 
 
-def first_traded_ms(start: str | None, meta: CheckpointMeta | None) -> tuple[int | None, str | None]:
-    """``(start_ms or None for the first bar, note)`` of ``--start`` (YYYY-MM-DD[ HH:MM] UTC, epoch ms,
-    'all'). Without ``--start`` and with a checkpoint the default is the start of its out-of-sample test
-    range: trading the bars it was trained on would report an in-sample fantasy. ``note`` says so."""
-    from ..data.cli import parse_time_ms
-
-    if start == "all":
-        return None, None
-    if start is not None:
-        return parse_time_ms(start, "--start"), None
-    test_start = None if meta is None else meta.out_of_sample_start
-    if not test_start:
-        return None, None
-    note = f"trading from {test_start} UTC, the checkpoint's out-of-sample test range (--start all for every bar)"
-    return parse_time_ms(test_start, "the checkpoint's test range"), note
-
-
-def trained_until_ms(meta: CheckpointMeta | None) -> int | None:
-    """End of the last range the checkpoint was fitted or selected on (train/val), or None if unknown."""
-    from ..data.cli import parse_time_ms
-
-    ends_at = {} if meta is None else meta.fitted_range_ends
-    ends = [parse_time_ms(end, f"the checkpoint's {name} range") for name, end in ends_at.items()]
-    return max(ends) if ends else None
-
-
-def _first_traded_bar(args, candles, meta: CheckpointMeta | None) -> int:
-    """Index of the first bar the backtest trades (see :func:`first_traded_ms`)."""
-    start_ms, note = first_traded_ms(args.start, meta)
-    if start_ms is None:
-        return 0
-    if note:
-        print(note)
-    first = int(np.searchsorted(candles.start_ms, start_ms))
-    if first >= len(candles) - 1:
-        raise UserError(
-            f"--start: {args.start or 'the test range start'} leaves fewer than 2 candles to trade"
-        )
-    return first
-
-
 def _sweep_thresholds(args) -> list[float] | None:
     if not args.sweep:
         return None
@@ -169,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     candles = _candles(args)
     signal, probs, meta = _signals_and_probs(args, candles)
     # features and windows use the whole history; only the trading starts at the first traded bar
-    first = _first_traded_bar(args, candles, meta)
+    first = first_traded_bar(args.start, candles, meta)
     candles, signal = candles[first:], signal[first:]
     probs = None if probs is None else probs[first:]
     c = candles

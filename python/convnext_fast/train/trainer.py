@@ -345,7 +345,9 @@ def _check_resume(run_dir: Path, config: TrainConfig) -> None:
         raise UserError(f"--out {run_dir} already holds a finished run; pass --resume or pick another folder")
 
 
-def _fold_meta(config: TrainConfig, data: prepare.PreparedData, fold: _Fold, start_ms, model_config) -> CheckpointMeta:
+def _fold_meta(
+    config: TrainConfig, data: prepare.PreparedData, fold: _Fold, start_ms, model_config
+) -> CheckpointMeta:
     return CheckpointMeta.from_dict(
         {
             "variant": config.variant if config.dims is None else None,
