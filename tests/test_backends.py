@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -9,6 +11,9 @@ import convnext_fast
 from convnext_fast import ops
 from convnext_fast.backends import resolve_backend, use_backend
 from convnext_fast.ops.bottleneck.reference import bottleneck as bottleneck_ref
+
+# the module (``convnext_fast.backends`` the attribute is the report function of the same name)
+policy = importlib.import_module("convnext_fast.backends")
 
 
 def test_backends_reports_every_backend():
@@ -86,7 +91,6 @@ def test_auto_means_the_same_for_the_fused_model_and_the_live_predictor(monkeypa
     """One policy: for the same device, the fused model's "auto" and the live predictor's pick the same
     backend, with the extension loaded and without it."""
     from convnext_fast import _ext, reference
-    from convnext_fast import backends as policy
     from convnext_fast.live.predictor import make_predictor
     from convnext_fast.model import backend_for
 
@@ -104,7 +108,6 @@ def test_auto_means_the_same_for_the_fused_model_and_the_live_predictor(monkeypa
 
 def test_forced_cpu_without_the_extension_fails_with_the_one_message(monkeypatch):
     from convnext_fast import _ext
-    from convnext_fast import backends as policy
     from convnext_fast.errors import UserError
     from convnext_fast.live.predictor import make_predictor
     from convnext_fast.ops.dwconv_layernorm import cpu as dwconv_cpu

@@ -20,6 +20,7 @@ LAYERS = ("base", "features", "data", "model", "train", "trading", "live", "app"
 PLACED = {
     "convnext_fast": "app",  # the public face: re-exports from every layer
     "convnext_fast.errors": "base",
+    "convnext_fast.checks": "base",
     "convnext_fast.variants": "base",
     "convnext_fast.cli": "app",
     "convnext_fast.demo": "app",
