@@ -166,6 +166,8 @@ def test_metadata_written_before_CheckpointMeta_still_loads(tmp_path):
         ("universe", {"symbols": ["BTCUSDT"]}, "universe block is not understood"),
         ("threshold", "0.5", "'threshold' must be a finite number"),
         ("threshold", float("inf"), "'threshold' must be a finite number"),
+        ("threshold", 1.5, r"'threshold' must be in \[0, 1\] for classification"),
+        ("threshold", -0.01, r"'threshold' must be in \[0, 1\] for classification"),
         ("variant", 3, "'variant' must be a string"),
     ],
 )

@@ -32,11 +32,13 @@ def set_threads(n: int) -> None:
 
 
 def _pick(model: torch.nn.Module, backend: str) -> str:
-    """The backend policy's choice for the device ``model``'s weights are on (a forced triton runs on CUDA)."""
+    """The backend policy's choice: ``auto`` for the device ``model``'s weights are on; a forced backend on
+    its own device (the predictor copies the weights there: the C++ session to the CPU, Triton to CUDA)."""
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     param = next(model.parameters(), None)
-    device = "cuda" if backend == "triton" else param.device.type if param is not None else "cpu"
+    home = {"cpu": "cpu", "triton": "cuda", "reference": "cpu"}
+    device = home[backend] if backend in home else param.device.type if param is not None else "cpu"
     try:
         return choose_backend(device, backend)
     except BackendUnavailable as exc:

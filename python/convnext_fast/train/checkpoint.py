@@ -147,6 +147,11 @@ class CheckpointMeta:
             self.threshold,
         )
         if self.threshold is not None:
+            # τ is a probability for a classifier, a forward return (never negative) for regression
+            top = 1.0 if self.task == "classification" else math.inf
+            _check(
+                0.0 <= self.threshold <= top, "threshold", f"in [0, {top:g}] for {self.task}", self.threshold
+            )
             object.__setattr__(self, "threshold", float(self.threshold))
         self._check_channels()
 
@@ -423,7 +428,7 @@ def load_checkpoint(
 
     ``use_ema`` loads the EMA weights when the file has them. Raises :class:`UserError` when the file is
     not a checkpoint or its config does not match the feature pipeline (or ``feature_spec``). A model
-    trained on a universe (``meta["universe"]``: per-symbol rolling normalisation, maybe higher-timeframe and
+    trained on a universe (``meta.universe``: per-symbol rolling normalisation, maybe higher-timeframe and
     symbol channels) loads only for callers that build its inputs (``allow_universe``): anyone else would
     feed it the wrong inputs without an error."""
     tensors, header = read_checkpoint(path)
