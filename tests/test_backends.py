@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,6 +16,13 @@ from convnext_fast.ops.bottleneck.reference import bottleneck as bottleneck_ref
 
 # the module (``convnext_fast.backends`` the attribute is the report function of the same name)
 policy = importlib.import_module("convnext_fast.backends")
+
+
+def _python(code: str) -> str:
+    """stdout of ``code`` run in a fresh interpreter (fails the test on a non-zero exit)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 def test_backends_reports_every_backend():
@@ -65,9 +74,6 @@ def test_reference_dispatch_matches_oracle():
 
 def test_import_survives_a_missing_extension():
     """With _C unloadable, the package still imports, warns once, and runs the reference path."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, warnings\n"
         "sys.modules['convnext_fast._C'] = None  # makes `from . import _C` raise ImportError\n"
@@ -82,9 +88,7 @@ def test_import_survives_a_missing_extension():
         "m = convnext_fast.create('atto', in_chans=4).eval()\n"
         "print(tuple(m(torch.randn(1, 4, 64)).shape))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(1, 3)"
+    assert _python(code) == "(1, 3)"
 
 
 def test_auto_means_the_same_for_the_fused_model_and_the_live_predictor(monkeypatch):
@@ -131,15 +135,10 @@ def test_forced_cpu_without_the_extension_fails_with_the_one_message(monkeypatch
 
 def test_backend_names_import_without_torch():
     """The command line builds its --backend choices from this module before torch may load."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from convnext_fast.backends import BACKENDS\n"
         "assert 'torch' not in sys.modules, 'convnext_fast.backends imported torch'\n"
         "print(','.join(BACKENDS))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "auto,cpu,triton,reference"
+    assert _python(code) == "auto,cpu,triton,reference"

@@ -24,28 +24,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
-def measure(variant: str, bars: int, window: int, backend: str = "auto", threads: int = 1) -> dict:
-    """``{"backend", "setup_s", "latency_us": {phase: {n, p50, p90, p99, max}}}`` for one replay."""
+def untrained_engine(variant: str, window: int, backend: str = "auto"):
+    """``(engine, backend_used)`` of an UNTRAINED ``variant`` on the default features (raw, as an untrained
+    model takes them): what latency measurements run."""
     from .. import reference
-    from ..data.synthetic import synthetic_candles
     from ..features.pipeline import FeatureSpec
     from ..train.checkpoint import CheckpointMeta
+    from .session import DecisionRule, build_engine
+
+    spec = FeatureSpec()
+    model = reference.create(variant, in_chans=spec.n_channels).eval()
+    meta = CheckpointMeta.untrained(model.config, spec)
+    return build_engine(model, meta, rule=DecisionRule(), backend=backend, window=window)
+
+
+def measure(variant: str, bars: int, window: int, backend: str = "auto", threads: int = 1) -> dict:
+    """``{"backend", "setup_s", "latency_us": {phase: {n, p50, p90, p99, max}}}`` for one replay."""
+    from ..data.synthetic import synthetic_candles
     from .loop import LiveContext, OutputSink, run_live
     from .predictor import set_threads
-    from .session import DecisionRule, build_engine
     from .sources import replay
 
     set_threads(threads)
     started = time.perf_counter()
-    spec = FeatureSpec()
-    model = reference.create(variant, in_chans=spec.n_channels).eval()
-    engine, used = build_engine(
-        model,
-        CheckpointMeta.untrained(model.config, spec),
-        rule=DecisionRule(),
-        backend=backend,
-        window=window,
-    )
+    engine, used = untrained_engine(variant, window, backend)
     need = engine.history_needed
     candles = synthetic_candles(need + bars, seed=0)
     engine.warm_up(candles[:need])

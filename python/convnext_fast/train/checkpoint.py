@@ -41,6 +41,12 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _positive_numbers(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(
+        _is_number(v) and math.isfinite(v) and v > 0 for v in value
+    )
+
+
 def _check(ok: bool, key: str, wanted: str, value) -> None:
     if not ok:
         raise UserError(f"{key!r} must be {wanted}, got {value!r}")
@@ -75,17 +81,35 @@ class CheckpointMeta:
 
     def __post_init__(self):
         from ..data.dataset import MIN_WINDOW
+        from ..data.universe import UniverseSpec
         from ..features.pipeline import FeatureSpec
         from ..reference import TASKS
 
-        _check(isinstance(self.model, Mapping), "model", "a mapping (the model config)", self.model)
-        _check(isinstance(self.feature_spec, FeatureSpec), "feature_spec", "a FeatureSpec", self.feature_spec)
-        _check(
-            self.normalisation is None or isinstance(self.normalisation, Normalisation),
-            "normalisation",
-            "a Normalisation",
-            self.normalisation,
+        def optional(test):
+            return lambda v: v is None or test(v)
+
+        # (field, test, what it must be): one line each, so every refusal names its key the same way
+        fields_ = (
+            ("model", lambda v: isinstance(v, Mapping), "a mapping (the model config)"),
+            ("feature_spec", lambda v: isinstance(v, FeatureSpec), "a FeatureSpec"),
+            ("normalisation", optional(lambda v: isinstance(v, Normalisation)), "a Normalisation"),
+            ("window", optional(lambda v: _is_int(v) and v >= MIN_WINDOW), f"an int >= {MIN_WINDOW}"),
+            ("label_spec", optional(lambda v: isinstance(v, Mapping)), "a mapping"),
+            ("target_scale", optional(_positive_numbers), "a list of finite numbers > 0"),
+            ("variant", optional(lambda v: isinstance(v, str)), "a string"),
+            ("fold", optional(lambda v: _is_int(v) and v >= 0), "an int >= 0"),
+            ("ranges", lambda v: isinstance(v, Mapping), "a mapping"),
+            ("train_config", lambda v: isinstance(v, Mapping), "a mapping"),
+            ("universe", optional(lambda v: isinstance(v, UniverseSpec)), "a UniverseSpec"),
+            ("metrics", lambda v: isinstance(v, Mapping), "a mapping"),
+            (
+                "threshold",
+                optional(lambda v: _is_number(v) and math.isfinite(v)),
+                "a finite number or absent",
+            ),
         )
+        for key, test, wanted in fields_:
+            _check(test(getattr(self, key)), key, wanted, getattr(self, key))
         if self.task not in TASKS:
             raise UserError(f"unknown task {self.task!r} (known: {', '.join(TASKS)})")
         if self.model.get("task", self.task) != self.task:
@@ -97,55 +121,14 @@ class CheckpointMeta:
             "an int >= 1",
             in_chans,
         )
-        _check(
-            self.window is None or (_is_int(self.window) and self.window >= MIN_WINDOW),
-            "window",
-            f"an int >= {MIN_WINDOW}",
-            self.window,
-        )
-        _check(
-            self.label_spec is None or isinstance(self.label_spec, Mapping),
-            "label_spec",
-            "a mapping",
-            self.label_spec,
-        )
         if self.target_scale is not None:
-            scale = self.target_scale
-            _check(
-                isinstance(scale, (list, tuple))
-                and all(_is_number(v) and math.isfinite(v) and v > 0 for v in scale),
-                "target_scale",
-                "a list of finite numbers > 0",
-                scale,
-            )
-            object.__setattr__(self, "target_scale", tuple(float(v) for v in scale))
-        _check(self.variant is None or isinstance(self.variant, str), "variant", "a string", self.variant)
-        _check(self.fold is None or (_is_int(self.fold) and self.fold >= 0), "fold", "an int >= 0", self.fold)
-        _check(isinstance(self.ranges, Mapping), "ranges", "a mapping", self.ranges)
-        ranges = {}
+            object.__setattr__(self, "target_scale", tuple(float(v) for v in self.target_scale))
         for name, span in self.ranges.items():
             if name not in RANGE_NAMES:
                 raise UserError(f"'ranges' has unknown range {name!r} (known: {', '.join(RANGE_NAMES)})")
-            _check(
-                isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(t, str) for t in span),
-                f"ranges.{name}",
-                "[first, last] time strings",
-                span,
-            )
-            ranges[name] = tuple(span)
-        object.__setattr__(self, "ranges", ranges)
-        for key in ("train_config", "metrics"):
-            _check(isinstance(getattr(self, key), Mapping), key, "a mapping", getattr(self, key))
-        if self.universe is not None:
-            from ..data.universe import UniverseSpec
-
-            _check(isinstance(self.universe, UniverseSpec), "universe", "a UniverseSpec", self.universe)
-        _check(
-            self.threshold is None or (_is_number(self.threshold) and math.isfinite(self.threshold)),
-            "threshold",
-            "a finite number or absent",
-            self.threshold,
-        )
+            ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(t, str) for t in span)
+            _check(ok, f"ranges.{name}", "[first, last] time strings", span)
+        object.__setattr__(self, "ranges", {name: tuple(span) for name, span in self.ranges.items()})
         if self.threshold is not None:
             # τ is a probability for a classifier, a forward return (never negative) for regression
             top = 1.0 if self.task == "classification" else math.inf
@@ -187,14 +170,13 @@ class CheckpointMeta:
         missing = [k for k in REQUIRED_META if k not in data]
         if missing:
             raise UserError(f"{where}: metadata lacks {missing}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"{where}: metadata has unknown keys {unknown} (known: {sorted(known)})")
+        from ..data.arg_checks import check_config_keys
         from ..data.universe import UniverseSpec
         from ..features.pipeline import FeatureSpec
 
-        kwargs = dict(data)
+        kwargs = check_config_keys(
+            f"{where}: metadata", dict(data), {f.name for f in dataclasses.fields(cls)}
+        )
         try:
             if not isinstance(kwargs["model"], Mapping):
                 raise UserError(f"'model' must be a mapping (the model config), got {kwargs['model']!r}")

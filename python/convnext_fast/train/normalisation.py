@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.arg_checks import check_config_keys
 from ..errors import UserError
 
 # Normalised features beyond this many standard deviations are clipped: one flash crash must not
@@ -68,9 +69,7 @@ class Normalisation:
             raise UserError(
                 f"normalisation must be a mapping with 'mean' and 'std', got {type(data).__name__}"
             )
-        unknown = sorted(set(data) - {"mean", "std", "clip", "rolling_bars"})
-        if unknown:
-            raise UserError(f"normalisation has unknown keys {unknown}")
+        check_config_keys("normalisation", dict(data), {"mean", "std", "clip", "rolling_bars"})
         for key in ("mean", "std"):
             if not isinstance(data.get(key), (list, tuple)):
                 raise UserError(f"normalisation {key!r} must be a list of numbers, got {data.get(key)!r}")
