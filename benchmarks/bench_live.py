@@ -15,12 +15,10 @@ import time
 
 import pytest
 
-from convnext_fast import reference
 from convnext_fast.backends import backends
 from convnext_fast.data.synthetic import synthetic_candles
-from convnext_fast.features.pipeline import FeatureSpec
+from convnext_fast.live.bench import untrained_engine
 from convnext_fast.live.predictor import set_threads
-from convnext_fast.live.session import DecisionRule, build_engine
 
 WINDOW = 256
 BARS = 300
@@ -28,11 +26,7 @@ BARS = 300
 
 def _engine(variant: str, backend: str):
     set_threads(1)
-    spec = FeatureSpec()
-    model = reference.create(variant, in_chans=spec.n_channels).eval()
-    engine, used = build_engine(
-        model, {"feature_spec": spec.to_dict()}, rule=DecisionRule(), backend=backend, window=WINDOW
-    )
+    engine, used = untrained_engine(variant, WINDOW, backend)
     assert used == backend
     candles = synthetic_candles(engine.history_needed + BARS + 50, seed=1)
     engine.warm_up(candles[: engine.history_needed])

@@ -30,8 +30,7 @@ DROP_PATH = 0.1
 def train_step_fn(impl: str, variant: str, batch: int):
     """A zero-argument callable running one AdamW training step of ``impl`` (weights as the benchmarks'
     reference model, drop path 0.1, cross-entropy on 3 classes)."""
-    from convnext_fast.ops.bottleneck import cpu as bottleneck_cpu
-    from convnext_fast.ops.dwconv_layernorm import cpu as dwconv_cpu
+    from convnext_fast.ops import _cpu_common
     from convnext_fast.train.optim import build_optimizer
 
     config = dict(reference_model(variant).config, drop_path_rate=DROP_PATH)
@@ -52,13 +51,13 @@ def train_step_fn(impl: str, variant: str, batch: int):
 
     def step():
         # the composition switch is module state: set it per step so interleaved peers do not leak into each other
-        bottleneck_cpu.TRAIN_COMPOSITION = dwconv_cpu.TRAIN_COMPOSITION = composition
+        _cpu_common.TRAIN_COMPOSITION = composition
         try:
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(forward(x), y).backward()
             opt.step()
         finally:
-            bottleneck_cpu.TRAIN_COMPOSITION = dwconv_cpu.TRAIN_COMPOSITION = False
+            _cpu_common.TRAIN_COMPOSITION = False
 
     return step
 

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 # public name → module that defines it
 _LAZY = {
-    "_ext": None,  # loads _C, warning once if it cannot
+    "_ext": None,  # loads _C if it can (backends.py says what a missing one means)
     "reference": None,
     "ops": None,
     "ConvNeXt1d": "model",

@@ -1,4 +1,6 @@
-"""Loads the compiled CPU kernels (``convnext_fast._C``) if they were built; never fails the import.
+"""Loads the compiled CPU kernels (``convnext_fast._C``) if they were built; never fails the import and
+never warns: what a missing extension means (``auto`` runs the reference, a forced ``cpu`` fails) and the
+one message about it belong to the backend policy, :mod:`convnext_fast.backends`.
 
 ``_C`` links OpenBLAS from the ``scipy-openblas32`` wheel; importing that package first loads the library
 into the process, so ``_C`` finds it whatever its install layout (wheel, editable, relocated).
@@ -14,7 +16,6 @@ csrc/kernels/isa.h has the table of variants and how one is chosen.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 
 import torch  # noqa: F401  (see above: torch's libgomp must be the process's OpenMP runtime)
@@ -28,12 +29,6 @@ try:
 except ImportError as exc:  # no compiler at install time, a wrong platform, a stripped wheel ...
     _C = None
     LOAD_ERROR = f"{type(exc).__name__}: {exc}"
-    warnings.warn(
-        f"convnext_fast._C could not be loaded ({LOAD_ERROR}); the C++ CPU kernels are off and the "
-        "pure-PyTorch reference path is used instead. Reinstall with `pip install .` to build them.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
 
 
 @contextlib.contextmanager

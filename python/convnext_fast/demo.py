@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .demo_summary import _fmt, baseline_accuracy_row
 from .errors import UserError
 
 SYNTHETIC_TAG = "SYNTHETIC"
@@ -147,7 +148,7 @@ def _backtest(
     """Backtest the held-out bars with the trading engineer's batch path; returns (result, metrics, signals)."""
     from .data.funding import funding_for_bars
     from .trading.backtest import BacktestConfig, run_backtest
-    from .trading.cli import checkpoint_decisions  # the backtest command's decision path, reused as is
+    from .trading.prediction import checkpoint_decisions  # the backtest command's decision path
     from .trading.report import periods_per_year_from, write_report
     from .trading.sizing import SizingRule, sizing_from_args
 
@@ -234,9 +235,7 @@ def run(args: argparse.Namespace) -> int:
     phase_s["train"] = time.perf_counter() - started - sum(phase_s.values())
     checkpoint = result.folds[-1]["checkpoint"]
     _, meta = load_checkpoint(checkpoint, fused=False)
-    from .features.pipeline import FeatureSpec
-
-    need = FeatureSpec.from_dict(meta["feature_spec"]).warmup + size.window + 8  # = LiveEngine.history_needed
+    need = meta.feature_spec.warmup + size.window + 8  # = LiveEngine.history_needed
     context = candles[-(size.holdout + need) :]
     title = f"convnext_fast demo backtest — {'SYNTHETIC market (not real data)' if is_synthetic else label}"
     report, metrics, bt_signals = _backtest(checkpoint, context, need, args.threshold, title, out, args)
@@ -302,20 +301,6 @@ def _copy_funding(args, store: Path, symbol: str) -> None:
     rates = load_funding(args.funding) if args.funding else find_funding(args.data, args.symbol)
     if rates is not None:
         save_funding(store, rates, symbol)
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def baseline_accuracy_row(baselines: dict) -> tuple[str, str]:
-    """The summary row of the naive baselines' accuracy, next to the model's."""
-    return (
-        "  majority class / previous bar",
-        " / ".join(
-            _fmt(baselines.get(k, {}).get("accuracy")) for k in ("majority_class", "previous_bar_direction")
-        ),
-    )
 
 
 def _latency(summary: dict) -> str:

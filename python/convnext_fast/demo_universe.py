@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .demo import _fmt, baseline_accuracy_row
+from .demo_summary import _fmt, baseline_accuracy_row
 from .errors import UserError
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops, reference
-from .backends import backends, check_backend_name, resolve_backend
+from .backends import backends, check_backend_name, choose_backend
 from .variants import variant_config
 
 
@@ -25,7 +25,7 @@ def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tenso
 def backend_for(device_type: str, requested: str | None) -> str:
     """The backend for every block of one forward, resolved once (also honours ``use_backend``).
     Under ``torch.compile`` it is fixed at trace time, which keeps the graph free of context-variable reads."""
-    return resolve_backend(torch.empty(0, device=device_type), requested)
+    return choose_backend(device_type, requested)
 
 
 _BLOCK_OPS: dict[str, tuple] = {}

@@ -136,7 +136,7 @@ def test_from_dict_rejects_unknown_keys():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("close", np.nan, "close must be finite"),
+        ("close", np.nan, "close has NaN/Inf at index"),
         ("high", 0.0, "high must be positive"),
         ("volume", -1.0, "volume must be >= 0"),
     ],

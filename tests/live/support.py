@@ -13,10 +13,11 @@ from convnext_fast.data.synthetic import synthetic_candles
 from convnext_fast.features.pipeline import FeatureSpec, StreamingFeatures, compute_features
 from convnext_fast.live.loop import LiveEngine
 from convnext_fast.live.predictor import make_predictor, set_threads
-from convnext_fast.live.session import DecisionRule, normaliser
+from convnext_fast.live.session import DecisionRule
 from convnext_fast.trading.backtest import BacktestConfig
 from convnext_fast.trading.broker import PaperBroker
 from convnext_fast.trading.decision import DecisionPolicy
+from convnext_fast.train.normalisation import Normalisation
 
 WINDOW = 64
 HOUR_MS = 3_600_000
@@ -89,7 +90,7 @@ def make_engine(model, norm, *, features=None, threshold=0.4, broker=None, backe
         n_channels=N_CHANNELS,
         policy=DecisionPolicy("classification", 3, rule.threshold),
         size_fn=rule.size_for,
-        normalize=normaliser(norm),
+        normalize=None if norm is None else Normalisation.from_dict(norm).per_bar(),
         warmup_bars=SPEC.warmup,
     )
 

@@ -11,8 +11,8 @@ import pytest
 
 from convnext_fast.cli import main
 from convnext_fast.errors import UserError
-from convnext_fast.trading.cli import checkpoint_decisions, model_outputs
 from convnext_fast.trading.decision import DecisionPolicy, softmax
+from convnext_fast.trading.prediction import checkpoint_decisions, model_outputs
 
 from .support import HISTORY, market, tiny_checkpoint, write_csv
 
@@ -58,16 +58,14 @@ def test_backtest_and_live_replay_give_identical_signals(tmp_path, rng, task, ho
 
 def test_policy_reads_the_task_and_refuses_what_it_cannot_trade(rng):
     logits = rng.normal(0, 2, (50, 3))
-    cls = DecisionPolicy.from_meta({"model": {"task": "classification", "num_classes": 3}}, 0.4)
+    cls = DecisionPolicy.for_task("classification", {"num_classes": 3}, None, 0.4)
     sig, probs, _ = cls.batch(np.vstack([np.full((1, 3), np.nan), logits]))
     np.testing.assert_allclose(probs[1:], softmax(logits))
     assert sig[0] == 0 and probs[0].tolist() == [0.0, 0.0, 1.0]  # no window yet: Hold
     assert [cls.one(row)[0] for row in logits] == sig[1:].tolist()
 
     scale = rng.uniform(0.001, 0.01, 3).tolist()
-    reg = DecisionPolicy.from_meta(
-        {"model": {"task": "regression", "num_outputs": 3}, "target_scale": scale}, 0.004
-    )
+    reg = DecisionPolicy.for_task("regression", {"num_outputs": 3}, scale, 0.004)
     out = rng.normal(0, 1, (50, 3))
     sig, probs, pred = reg.batch(out)
     assert probs is None
@@ -82,39 +80,28 @@ def test_policy_reads_the_task_and_refuses_what_it_cannot_trade(rng):
         assert one_sig == s_ and np.array_equal(one_probs, p_)
     assert cls.one(np.array([np.nan, 0.0, 0.0]))[0] == 0
 
+    # (an unknown task, or a task that contradicts the model config, never gets this far: CheckpointMeta
+    # refuses it, tests/train/test_checkpoint_meta.py)
     refused = [
-        ({"model": {"task": "regression", "num_outputs": 3}, "target_scale": [0.1]}, "target_scale"),
-        ({"model": {"task": "regression", "num_outputs": 1}}, "target_scale"),
-        ({"model": {"task": "classification", "num_classes": 5}}, "5 classes"),
-        ({"model": {"task": "ranking"}}, "'ranking' cannot be traded"),
-        (
-            {
-                "model": {"task": "regression", "num_outputs": 1},
-                "target_scale": [1.0],
-                "task": "classification",
-            },
-            "task",
-        ),
+        (("regression", {"num_outputs": 3}, [0.1]), "target_scale"),
+        (("regression", {"num_outputs": 1}, None), "target_scale"),
+        (("regression", {"num_outputs": 1}, [float("nan")]), "target_scale"),
+        (("classification", {"num_classes": 5}, None), "5 classes"),
+        (("ranking", {}, None), "'ranking' cannot be traded"),
     ]
-    for meta, match in refused:
+    for (task, config, scale), match in refused:
         with pytest.raises(UserError, match=match):
-            DecisionPolicy.from_meta(meta, 0.5)
+            DecisionPolicy.for_task(task, config, scale, 0.5)
 
 
 def test_live_refuses_an_untradeable_checkpoint_in_one_line(tmp_path, rng, capsys):
-    from convnext_fast.train import save_checkpoint
-    from convnext_fast.train.checkpoint import read_checkpoint
+    from convnext_fast.train import load_checkpoint, save_checkpoint
 
     candles = market(HISTORY + 20, rng)
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", rng, candles, task="regression", horizons=2)
-    tensors, header = read_checkpoint(ckpt)
-    meta = json.loads(header["meta"])
-    meta["target_scale"] = None  # e.g. an older trainer
-    from convnext_fast import reference
-
-    model = reference.ConvNeXt1d(**meta["model"])
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()})
-    bad = save_checkpoint(tmp_path / "bad.safetensors", model, meta)
+    model, meta = load_checkpoint(ckpt, fused=False)
+    # e.g. an older trainer that wrote no target scale
+    bad = save_checkpoint(tmp_path / "bad.safetensors", model, meta.replace(target_scale=None))
     csv = write_csv(tmp_path / "c.csv", candles)
     assert (
         main(["live", "--data", str(csv), "--checkpoint", str(bad), "--state", str(tmp_path / "s.db")]) == 2

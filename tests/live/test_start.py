@@ -9,8 +9,7 @@ import json
 import numpy as np
 
 from convnext_fast.cli import main
-from convnext_fast.train import save_checkpoint
-from convnext_fast.train.checkpoint import read_checkpoint
+from convnext_fast.train import load_checkpoint, save_checkpoint
 
 from .support import HISTORY, market, tiny_checkpoint, write_csv
 
@@ -20,23 +19,18 @@ def _iso(ms: int) -> str:
 
 
 def test_live_replay_defaults_to_the_out_of_sample_start_and_warns_in_sample(tmp_path, rng, capsys):
-    from convnext_fast import reference
-
     candles = market(HISTORY + 120, rng)
     csv = write_csv(tmp_path / "c.csv", candles)
     plain = tiny_checkpoint(tmp_path / "p.safetensors", rng, candles)
-    tensors, header = read_checkpoint(plain)
-    meta = json.loads(header["meta"])
+    model, meta = load_checkpoint(plain, fused=False)
     val_end = HISTORY + int(rng.integers(20, 60))
     test_start = val_end + 1
-    meta["ranges"] = {
+    ranges = {
         "train": [_iso(candles.start_ms[HISTORY]), _iso(candles.start_ms[val_end - 10])],
         "val": [_iso(candles.start_ms[val_end - 9]), _iso(candles.start_ms[val_end])],
         "test": [_iso(candles.start_ms[test_start]), _iso(candles.start_ms[-1])],
     }
-    model = reference.ConvNeXt1d(**meta["model"])
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items()})
-    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, meta)
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, meta.replace(ranges=ranges))
 
     def run(*extra):
         out = tmp_path / "o.jsonl"

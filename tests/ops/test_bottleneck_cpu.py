@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from convnext_fast._ext import _C
+from convnext_fast.ops import _cpu_common
 from convnext_fast.ops.bottleneck import cpu
 from convnext_fast.ops.bottleneck.reference import bottleneck as reference
 from tests.helpers import TOLERANCE, assert_close
@@ -26,7 +27,7 @@ def test_matches_reference_forward_and_backward(
     shape, with_scale, train_composition, monkeypatch, check_op_against_reference
 ):
     # both training paths: the torch composition (default) and the custom op's own fp32 backward
-    monkeypatch.setattr(cpu, "TRAIN_COMPOSITION", train_composition)
+    monkeypatch.setattr(_cpu_common, "TRAIN_COMPOSITION", train_composition)
     extra = (drop_path_scale(shape[0]),) if with_scale else ()
     check_op_against_reference(
         "bottleneck",

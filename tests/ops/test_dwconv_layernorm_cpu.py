@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from convnext_fast._ext import _C
+from convnext_fast.ops import _cpu_common
 from convnext_fast.ops.dwconv_layernorm import cpu
 from convnext_fast.ops.dwconv_layernorm.reference import dwconv_layernorm as reference
 from tests.helpers import TOLERANCE, assert_close
@@ -24,7 +25,7 @@ def test_matches_reference_forward_and_backward(
     shape, train_composition, monkeypatch, check_op_against_reference
 ):
     # both training paths: the torch composition (default) and the custom op's own fp32 backward
-    monkeypatch.setattr(cpu, "TRAIN_COMPOSITION", train_composition)
+    monkeypatch.setattr(_cpu_common, "TRAIN_COMPOSITION", train_composition)
     check_op_against_reference(
         "dwconv_layernorm",
         cpu.dwconv_layernorm,

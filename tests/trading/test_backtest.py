@@ -353,6 +353,8 @@ def good_inputs(rng, n=20):
         (lambda a: a["high"].__setitem__(9, np.nan), "high has NaN"),
         (lambda a: a["close"].__setitem__(2, -1.0), "close must be > 0"),
         (lambda a: a["high"].__setitem__(4, a["low"][4] * 0.5), "inconsistent bar at index 4"),
+        # the one OHLCV rule's ceiling: the backtest's fast numba pass agrees with it (it once let 2e9 through)
+        (lambda a: a["high"].__setitem__(6, 2e9), "implausible high at index 6"),
         (lambda a: a.update(signal=np.full(20, 2)), "signal must contain only"),
         (lambda a: a.update(size=-0.5), "size must be >= 0"),
         (lambda a: a.update(size=np.full(20, np.nan)), "size has NaN"),

@@ -98,6 +98,7 @@ def test_backtest_from_checkpoint_aligns_predictions_with_bars(rng, tmp_path, ca
     torch = pytest.importorskip("torch")
     pipeline = pytest.importorskip("convnext_fast.features.pipeline")
     from convnext_fast.reference import ConvNeXt1d
+    from convnext_fast.trading.prediction import model_outputs
     from convnext_fast.train import save_checkpoint
     from convnext_fast.train.prepare import apply_normalisation
 
@@ -115,7 +116,7 @@ def test_backtest_from_checkpoint_aligns_predictions_with_bars(rng, tmp_path, ca
     from convnext_fast.data.candles import Candles
 
     candles = Candles.from_csv(csv)
-    outputs, _ = cli.model_outputs(str(ckpt), candles)
+    outputs, _ = model_outputs(str(ckpt), candles)
     first = spec.warmup + 64 - 1  # the first bar with a complete, finite window
     assert np.isnan(outputs[:first]).all() and np.isfinite(outputs[first:]).all()
     t = int(rng.integers(first, 400))

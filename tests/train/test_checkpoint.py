@@ -13,6 +13,8 @@ import convnext_fast
 from convnext_fast import reference
 from convnext_fast.errors import UserError
 from convnext_fast.train.checkpoint import (
+    FORMAT,
+    VERSION,
     load_checkpoint,
     restore_training_state,
     save_checkpoint,
@@ -44,6 +46,14 @@ def trained_model(spec: FeatureSpec, task="classification"):
     return model
 
 
+def _write_unchecked(path, model, meta: dict) -> None:
+    """A checkpoint file with ``meta`` as is, bypassing save_checkpoint's checks (as a foreign writer)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION, "meta": json.dumps(meta)})
+
+
 @pytest.mark.parametrize("task", ["classification", "regression"])
 def test_checkpoint_loads_into_reference_and_fused_models(tmp_path, rng, task):
     spec = FeatureSpec()
@@ -56,10 +66,11 @@ def test_checkpoint_loads_into_reference_and_fused_models(tmp_path, rng, task):
         loaded, got_meta = load_checkpoint(path, fused=fused, feature_spec=spec)
         assert type(loaded) is cls and not loaded.training
         torch.testing.assert_close(loaded(x), expected, rtol=1e-4, atol=1e-5)
-        assert got_meta["model"] == model.config
-        assert got_meta["label_spec"] == meta["label_spec"]
-        assert got_meta["metrics"]["val_loss"] == meta["metrics"]["val_loss"]
-        assert got_meta["metrics"]["undefined"] is None  # NaN is stored as JSON null
+        assert got_meta.model == model.config and got_meta.task == task
+        assert got_meta.label_spec == meta["label_spec"]
+        assert got_meta.normalisation.mean == tuple(meta["normalisation"]["mean"])
+        assert got_meta.metrics["val_loss"] == meta["metrics"]["val_loss"]
+        assert got_meta.metrics["undefined"] is None  # NaN is stored as JSON null
 
 
 def test_checkpoint_file_is_plain_safetensors_with_json_metadata(tmp_path, rng):
@@ -88,8 +99,10 @@ def test_loading_fails_clearly_on_a_mismatched_pipeline(tmp_path, rng):
         **meta,
         "normalisation": {"mean": [0.0] * (spec.n_channels + 1), "std": [1.0] * (spec.n_channels + 1)},
     }
-    save_checkpoint(tmp_path / "bad.safetensors", bad, bad_meta)
-    with pytest.raises(UserError, match="channels"):
+    with pytest.raises(UserError, match="channels"):  # refused when written ...
+        save_checkpoint(tmp_path / "bad.safetensors", bad, bad_meta)
+    _write_unchecked(tmp_path / "bad.safetensors", bad, {**bad_meta, "model": bad.config})
+    with pytest.raises(UserError, match="channels"):  # ... and when read (a file from elsewhere)
         load_checkpoint(tmp_path / "bad.safetensors")
     with pytest.raises(UserError, match="normalisation"):
         validate_meta(

@@ -15,7 +15,7 @@ from convnext_fast.train import TrainConfig, load_checkpoint, train
 from convnext_fast.train import loop as train_loop
 from convnext_fast.train import trainer as trainer_module
 from convnext_fast.train.__main__ import main
-from convnext_fast.train.inputs import FeatureSpec, WindowDataset, feature_matrix
+from convnext_fast.train.inputs import WindowDataset, feature_matrix
 from convnext_fast.train.prepare import apply_normalisation
 from convnext_fast.train.records import to_jsonable
 
@@ -75,16 +75,12 @@ def test_best_checkpoint_reproduces_the_saved_test_predictions(tmp_path, candles
     saved = np.load(fold_dir / "predictions.npz")
     for fused in (False, True):
         model, meta = load_checkpoint(fold_dir / "best.safetensors", fused=fused)
-        assert meta["metrics"]["test"]["model"]["accuracy"] == pytest.approx(
+        assert meta.metrics["test"]["model"]["accuracy"] == pytest.approx(
             result.folds[0]["test"]["model"]["accuracy"]
         )
         # Rebuild the test inputs from the raw candles using only what the checkpoint says.
-        features = apply_normalisation(
-            feature_matrix(candles, FeatureSpec.from_dict(meta["feature_spec"])), meta["normalisation"]
-        )
-        ds = WindowDataset(
-            features, np.zeros(len(candles), np.int64), saved["end_idx"], window=meta["window"]
-        )
+        features = apply_normalisation(feature_matrix(candles, meta.feature_spec), meta.normalisation)
+        ds = WindowDataset(features, np.zeros(len(candles), np.int64), saved["end_idx"], window=meta.window)
         x, _ = ds[np.arange(len(ds))]
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1).numpy()
@@ -165,7 +161,7 @@ def test_regression_with_fused_model_ema_bf16_and_augmentation(tmp_path, candles
         assert len(scores["model"][f"{key}_per_horizon"]) == 2
     assert np.isfinite(scores["baselines"]["previous_bar_direction"]["ic"])
     _, meta = load_checkpoint(tmp_path / "run" / "fold_0" / "best.safetensors", fused=False)
-    assert meta["model"]["num_outputs"] == 2 and len(meta["target_scale"]) == 2
+    assert meta.n_outputs == 2 and len(meta.target_scale) == 2 and meta.horizons == (1, 4)
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,8 @@ def test_universe_run_trains_one_model_over_symbols(tmp_path, rng, embedding):
     with pytest.raises(UserError, match="trained on a universe"):
         load_checkpoint(result.folds[-1]["checkpoint"], fused=False)
     channels = FeatureSpec().n_channels
-    assert meta["universe"]["symbols"] == list(universe)
-    assert meta["normalisation"]["rolling_bars"] == 96
+    assert meta.universe.symbols == tuple(universe)
+    assert meta.normalisation.rolling_bars == 96
     # Off: the model is a single-symbol model's shape; on: one more input channel per symbol (stem bias).
     assert model.config["in_chans"] == channels + (3 if embedding else 0)
     x = torch.randn(2, model.config["in_chans"], 64)
@@ -81,7 +81,7 @@ def test_cli_universe_and_its_errors(tmp_path, rng, capsys):
     assert main([*args, "--universe", "synthetic:2x2200", "--out", out, "--horizon", "4", "--htf", "4"]) == 0
     meta = load_checkpoint(json.loads((tmp_path / "c" / "results.json").read_text())["folds"][0]["checkpoint"],
                            fused=False, allow_universe=True)[1]  # fmt: skip
-    assert meta["universe"]["htf"] == [4] and meta["model"]["in_chans"] == 2 * FeatureSpec().n_channels
+    assert meta.universe.htf == (4,) and meta.in_chans == 2 * FeatureSpec().n_channels
     assert main([*args, "--universe", "synth:3", "--out", out]) == 2
     assert main([*args, "--universe", "synthetic:2", "--symbols", "A,B", "--out", out]) == 2
     assert main([*args, "--htf", "4", "--data", "x.csv", "--out", out]) == 2

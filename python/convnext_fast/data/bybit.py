@@ -17,6 +17,8 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
+from convnext_fast.data.bybit_common import BybitError
+from convnext_fast.data.bybit_common import check_symbol as _check_symbol
 from convnext_fast.data.candles import Candles, check_interval, format_ms, next_start_ms
 from convnext_fast.data.ohlcv import EARLIEST_MS, describe_ms
 from convnext_fast.errors import UserError
@@ -32,10 +34,6 @@ _UNKNOWN_SYMBOL_CODES = {10001, 170121}
 _MIN_PAGE_ROWS = 100
 _LATEST_SANE_MS = 4_102_444_800_000  # 2100-01-01: a server time past it is garbage, not a clock skew
 _REQUEST_FAULTS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-class BybitError(UserError):
-    """Bybit refused or garbled a request in a way retrying will not fix."""
 
 
 class BybitRateLimitError(BybitError):
@@ -335,12 +333,6 @@ class BybitClient:
             stats=stats,
             data_timeout=data_timeout,
         )
-
-
-def _check_symbol(symbol: str) -> str:
-    if not isinstance(symbol, str) or not symbol.strip().isalnum():
-        raise UserError(f"symbol must be letters and digits like 'BTCUSDT', got {symbol!r}")
-    return symbol.strip().upper()
 
 
 def _page_span_ms(interval: str, limit: int) -> int:

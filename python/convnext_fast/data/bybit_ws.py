@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 import websockets
 from websockets.asyncio.client import connect
 
-from convnext_fast.data.bybit import BybitError, _check_symbol
+from convnext_fast.data.bybit_common import BybitError
+from convnext_fast.data.bybit_common import check_symbol as _check_symbol
 from convnext_fast.data.candles import Candle, check_interval, format_ms, next_start_ms
 from convnext_fast.data.ohlcv import bar_problem, time_problem
 

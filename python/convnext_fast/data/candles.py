@@ -6,27 +6,23 @@ features, labels and backtests see one layout. Times are candle *start* times in
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from convnext_fast.data.intervals import (  # noqa: F401  (re-exported: the names candles always had)
+    INTERVALS,
+    check_interval,
+    format_ms,
+    interval_to_ms,
+    next_start_ms,
+)
+from convnext_fast.data.ohlcv import InvalidCandlesError, check_ohlcv
 from convnext_fast.errors import UserError
 
-INTERVALS = ("1", "3", "5", "15", "30", "60", "120", "240", "360", "720", "D", "W", "M")
-_FIXED_INTERVAL_MS = {
-    **{m: int(m) * 60_000 for m in INTERVALS[:10]},
-    "D": 86_400_000,
-    "W": 7 * 86_400_000,
-}
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume", "turnover")
-
-
-class InvalidCandlesError(UserError, ValueError):
-    """Candle data that breaks an invariant (ordering, OHLC consistency, finiteness); names the row."""
 
 
 class Candle(NamedTuple):
@@ -40,44 +36,6 @@ class Candle(NamedTuple):
     volume: float
     turnover: float = float("nan")
     closed: bool = True
-
-
-def check_interval(interval: str | int) -> str:
-    """Bybit's interval spelling ("60", "D", ...); raises a UserError naming ``interval`` otherwise."""
-    text = str(interval).strip().upper()
-    if text not in INTERVALS:
-        raise UserError(
-            f"interval {interval!r} is not a Bybit kline interval; use one of {', '.join(INTERVALS)}"
-        )
-    return text
-
-
-def interval_to_ms(interval: str | int) -> int:
-    """Fixed length of one candle in ms ("60" -> 3_600_000). Months vary in length, so "M" is refused:
-    use :func:`next_start_ms` for arithmetic that must also work for monthly candles."""
-    text = check_interval(interval)
-    if text == "M":
-        raise UserError("interval 'M' (monthly) has no fixed length in ms; use next_start_ms()")
-    return _FIXED_INTERVAL_MS[text]
-
-
-def next_start_ms(start_ms: int, interval: str | int) -> int:
-    """Start of the candle after the one starting at ``start_ms`` (calendar months for "M")."""
-    text = check_interval(interval)
-    if text != "M":
-        return int(start_ms) + _FIXED_INTERVAL_MS[text]
-    t = dt.datetime.fromtimestamp(int(start_ms) / 1000, tz=dt.timezone.utc)
-    year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
-    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
-
-
-def format_ms(ms: int) -> str:
-    """Epoch ms as 'YYYY-MM-DD HH:MM UTC' for error messages and reports; a time no calendar can show (a
-    garbled 1e18) comes back as raw epoch ms, so an error message about it cannot fail itself."""
-    try:
-        return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    except (OverflowError, OSError, ValueError, TypeError):
-        return f"{ms} epoch ms"
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,8 +148,6 @@ class Candles:
         """Raise :class:`InvalidCandlesError` naming the first bad row unless every row passes the one
         OHLCV rule (:mod:`convnext_fast.data.ohlcv`); ``interval`` adds the start-alignment check,
         ``source`` prefixes the message."""
-        from convnext_fast.data.ohlcv import check_ohlcv
-
         check_ohlcv(
             self.open,
             self.high,
@@ -215,7 +171,7 @@ class Candles:
             expected = np.array([next_start_ms(s, text) for s in self.start_ms[:-1]], dtype=np.int64)
             holes = np.flatnonzero(self.start_ms[1:] != expected)
             return [Gap(int(expected[i]), int(self.start_ms[i + 1]), -1) for i in holes]
-        step = _FIXED_INTERVAL_MS[text]
+        step = interval_to_ms(text)
         diffs = np.diff(self.start_ms)
         holes = np.flatnonzero(diffs != step)
         return [

@@ -36,6 +36,7 @@ __all__ = [
     "required_purge",
     "sliding_windows",
     "walk_forward_splits",
+    "window_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,22 @@ log = logging.getLogger(__name__)
 # Rows checked per step when scanning a [M, C, T] windows view for NaN, to bound the temporary mask.
 _NAN_SCAN_ROWS = 4096
 _NAN_SCAN_BARS = 65536
+
+
+# The model downsamples by 32 (stem 4 × three stages of 2): a shorter window has no last-stage bar at all.
+MIN_WINDOW = 32
+DEFAULT_WINDOW = 256  # the trainer's default, assumed for metadata that names no window
+
+
+def window_of(saved: int | None, override: int | None = None, *, option: str = "--window") -> int:
+    """The window length T to cut: ``override`` (a user's ``--window``), else the ``saved`` one (what the
+    model was trained on), else :data:`DEFAULT_WINDOW`; at least :data:`MIN_WINDOW` bars."""
+    window = override or saved or DEFAULT_WINDOW
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < MIN_WINDOW:
+        raise DatasetArgumentError(
+            f"{option} must be an integer >= {MIN_WINDOW} (the model's total stride), got {window!r}"
+        )
+    return int(window)
 
 
 def sliding_windows(features, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,13 @@ import time
 
 import numpy as np
 
-from convnext_fast.data.candles import InvalidCandlesError, check_interval, format_ms, next_start_ms
+from convnext_fast.data.intervals import check_interval, format_ms, next_start_ms
+from convnext_fast.errors import UserError
+
+
+class InvalidCandlesError(UserError, ValueError):
+    """Candle data that breaks an invariant (ordering, OHLC consistency, finiteness); names the row."""
+
 
 EARLIEST_MS = 1_230_768_000_000  # 2009-01-01 00:00 UTC: no crypto market data exists before
 FUTURE_SLACK_MS = 86_400_000  # a start later than now + 1 day is a unit or clock mistake, not data

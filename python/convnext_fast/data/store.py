@@ -91,10 +91,10 @@ class CandleStore:
             )
         _clean_if_unlocked(path)
         table = _read_table(path)
-        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        tags = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         expected = _metadata(symbol, check_interval(interval), category, self.exchange)
-        if any(meta.get(k) != v for k, v in expected.items()):
-            raise UserError(f"{path} holds {meta}, expected {expected}")
+        if any(tags.get(k) != v for k, v in expected.items()):
+            raise UserError(f"{path} holds {tags}, expected {expected}")
         return _candles_of(table)
 
     def write(self, candles: Candles, symbol: str, interval: str | int, category: str = "linear") -> Path:

@@ -91,7 +91,7 @@ def rolling_zscore(x: np.ndarray, bars: int, clip: float = FEATURE_CLIP) -> np.n
 
 @dataclass(frozen=True)
 class UniverseSpec:
-    """How a universe's inputs are built (saved in the checkpoint as ``meta["universe"]``)."""
+    """How a universe's inputs are built (saved in the checkpoint's metadata as ``universe``)."""
 
     symbols: tuple[str, ...]
     norm_bars: int = DEFAULT_NORM_BARS
@@ -153,17 +153,14 @@ def symbol_inputs(candles, feature_spec, spec: UniverseSpec, interval_ms: int) -
     return rolling_zscore(features.T, spec.norm_bars)
 
 
-def model_inputs(candles, meta: dict, symbol: str | None) -> np.ndarray:
-    """``[C_in, N]`` inputs of a universe checkpoint (``meta``) for one symbol's candles: as in training,
-    plus the symbol's one-hot channels when the model has a symbol embedding."""
-    from ..features.pipeline import FeatureSpec
+def model_inputs(candles, meta, symbol: str | None) -> np.ndarray:
+    """``[C_in, N]`` inputs of a universe checkpoint for one symbol's candles: as in training, plus the
+    symbol's one-hot channels when the model has a symbol embedding. ``meta`` is the checkpoint's
+    :class:`~convnext_fast.train.checkpoint.CheckpointMeta` (read by attribute: this layer sits below it)."""
     from .candles import interval_to_ms
 
-    spec = UniverseSpec.from_dict(meta["universe"])
-    interval = meta.get("train_config", {}).get("interval", "60")
-    inputs = symbol_inputs(
-        candles, FeatureSpec.from_dict(meta["feature_spec"]), spec, interval_to_ms(interval)
-    ).T
+    spec = meta.universe
+    inputs = symbol_inputs(candles, meta.feature_spec, spec, interval_to_ms(meta.interval)).T
     if not spec.symbol_embedding:
         return inputs
     if symbol is None:

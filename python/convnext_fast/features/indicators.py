@@ -13,7 +13,7 @@ Values agree with the installed ``talib`` to ~1e-12 relative (the tests require 
 - recursive smoothing is one multiply-add ``value·(1−w) + x·w`` with precomputed weights instead of TA-Lib's
   ``(value·(n−1) + x)/n`` (a few-ulp difference; one FMA instead of three dependent operations per bar);
 - NaN/inf inputs are not skipped (TA-Lib skips leading NaNs); they propagate into the outputs. Check data
-  with :func:`check_finite` (the feature pipeline does) — a NaN inside a price series is a data bug;
+  with :func:`convnext_fast.checks.check_finite` (the feature pipeline does) — a NaN inside a price series is a data bug;
 - SMA/Bollinger rolling sums are updated incrementally and recomputed exactly every ``RESYNC_BARS`` bars
   (no drift); the rolling VWAP sums its windows without subtraction (exact zeros for zero-volume windows);
 - Stochastic %K multiplies by reciprocals where TA-Lib divides (≤ 1 ulp);
@@ -494,7 +494,7 @@ def log_ratio_kernel(numerator, denominator, lag, out):
 def as_series(name: str, values) -> np.ndarray:
     """``values`` as a contiguous 1-D float64 array (no copy when it already is one), or a ValueError naming
     ``name``. Finiteness is not checked here: a full extra pass would cost as much as a whole indicator
-    (see :func:`check_finite`, which the feature pipeline applies)."""
+    (see :func:`convnext_fast.checks.check_finite`, which the feature pipeline applies)."""
     try:
         arr = np.ascontiguousarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -502,12 +502,6 @@ def as_series(name: str, values) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr
-
-
-def check_finite(name: str, arr: np.ndarray) -> None:
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise ValueError(f"{name} must be finite; element {bad} is {arr[bad]}")
 
 
 def check_period(name: str, value, minimum: int = 1) -> int:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from ..checks import check_finite
 from . import streaming as st
 from .indicators import (
     NAN,
@@ -55,7 +56,6 @@ from .indicators import (
     atr_kernel,
     band_percent_b,
     bollinger_kernel,
-    check_finite,
     check_macd_periods,
     check_multiplier,
     check_period,

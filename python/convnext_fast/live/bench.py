@@ -12,35 +12,42 @@ import asyncio
 import io
 import time
 
+from ..backends import BACKENDS
 from ..variants import VARIANTS
-from .predictor import PREDICTOR_BACKENDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="atto", choices=tuple(VARIANTS), help="model size")
     parser.add_argument("--bars", type=int, default=500, help="candles replayed after warm-up")
     parser.add_argument("--window", type=int, default=256, help="window length T")
-    parser.add_argument("--backend", default="auto", choices=PREDICTOR_BACKENDS, help="forward backend")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="forward backend")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+
+
+def untrained_engine(variant: str, window: int, backend: str = "auto"):
+    """``(engine, backend_used)`` of an UNTRAINED ``variant`` on the default features (raw, as an untrained
+    model takes them): what latency measurements run."""
+    from .. import reference
+    from ..features.pipeline import FeatureSpec
+    from ..train.checkpoint import CheckpointMeta
+    from .session import DecisionRule, build_engine
+
+    spec = FeatureSpec()
+    model = reference.create(variant, in_chans=spec.n_channels).eval()
+    meta = CheckpointMeta.untrained(model.config, spec)
+    return build_engine(model, meta, rule=DecisionRule(), backend=backend, window=window)
 
 
 def measure(variant: str, bars: int, window: int, backend: str = "auto", threads: int = 1) -> dict:
     """``{"backend", "setup_s", "latency_us": {phase: {n, p50, p90, p99, max}}}`` for one replay."""
-    from .. import reference
     from ..data.synthetic import synthetic_candles
-    from ..features.pipeline import FeatureSpec
     from .loop import LiveContext, OutputSink, run_live
     from .predictor import set_threads
-    from .session import DecisionRule, build_engine
     from .sources import replay
 
     set_threads(threads)
     started = time.perf_counter()
-    spec = FeatureSpec()
-    model = reference.create(variant, in_chans=spec.n_channels).eval()
-    engine, used = build_engine(
-        model, {"feature_spec": spec.to_dict()}, rule=DecisionRule(), backend=backend, window=window
-    )
+    engine, used = untrained_engine(variant, window, backend)
     need = engine.history_needed
     candles = synthetic_candles(need + bars, seed=0)
     engine.warm_up(candles[:need])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import sys
 import time
@@ -23,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends import BACKENDS
 from ..data.candles import INTERVALS, Candles, format_ms, interval_to_ms
 from ..errors import UserError
 from ..variants import VARIANTS
-from .predictor import PREDICTOR_BACKENDS
+from .startup import SYNTHETIC_BANNER, load_model, series_digest, setup_logging
 
 SOURCES = ("auto", "ws", "rest", "replay", "synthetic")
-SYNTHETIC_BANNER = "SYNTHETIC market (no network and no --data): generated candles, not a real market"
 log = logging.getLogger("convnext_fast.live")
 
 
@@ -99,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="untrained model size (default atto; its random weights come from --seed)",
     )
     mdl.add_argument("--window", type=int, help="window length T (default: the checkpoint's, else 256)")
-    mdl.add_argument("--backend", default="auto", choices=PREDICTOR_BACKENDS, help="force a forward backend")
+    mdl.add_argument("--backend", default="auto", choices=BACKENDS, help="force a forward backend")
     mdl.add_argument(
         "--threads",
         type=int,
@@ -170,54 +169,13 @@ class Feed:
     recent: Candles | None = None  # on a resume: the candles before the stream (sizing rules need closes)
 
 
-def _model(args):
-    from .predictor import set_threads
-
-    set_threads(args.threads)
-    if args.checkpoint:
-        from ..train import load_checkpoint
-
-        model, meta = load_checkpoint(args.checkpoint, fused=False)
-        digest = hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest()[:16]
-        return model, meta, f"checkpoint {args.checkpoint}", f"checkpoint sha256:{digest}"
-    import torch
-
-    from .. import reference
-    from ..features.pipeline import FeatureSpec
-
-    spec = FeatureSpec()
-    # Seeded (--seed), so an untrained run can be resumed and replayed against itself.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        model = reference.create(args.variant, in_chans=spec.n_channels).eval()
-    meta = {"feature_spec": spec.to_dict(), "window": args.window}
-    weights = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        weights.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
-    return (
-        model,
-        meta,
-        f"UNTRAINED {args.variant} (random weights: plumbing and latency only)",
-        f"untrained {args.variant} sha256:{weights.hexdigest()[:16]}",
-    )
-
-
-def _digest(candles: Candles, n: int = 1000) -> str:
-    """A fingerprint of a series: its first ``n`` candles (a store that grows keeps it)."""
-    head = candles[:n]
-    h = hashlib.sha256()
-    for arr in (head.start_ms, head.open, head.high, head.low, head.close, head.volume):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return f"{len(head)} bars from {format_ms(int(head.start_ms[0]))} sha256:{h.hexdigest()[:16]}"
-
-
 def _replay_feed(args, label, kind, candles, engine, meta, resume_after) -> Feed:
-    from ..trading.cli import first_traded_ms, trained_until_ms
+    from ..trading.traded_bars import first_traded_ms, trained_until_ms
     from .sources import replay
 
     if not len(candles):
         raise UserError("the data holds no candles")
-    dataset = _digest(candles)
+    dataset = series_digest(candles)
     step = interval_to_ms(args.interval)
     if resume_after is not None:
         cut = int(np.searchsorted(candles.start_ms, resume_after, side="right"))
@@ -389,24 +347,6 @@ def _identity(args, feed: Feed, model_id: str) -> dict:
     }
 
 
-class _UTCFormatter(logging.Formatter):
-    converter = time.gmtime
-
-    def formatTime(self, record, datefmt=None):
-        return (
-            time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
-        )
-
-
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("convnext_fast")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    logger.propagate = False
-
-
 def run(args: argparse.Namespace) -> int:
     from ..trading.backtest import config_from_args
     from ..trading.broker import PaperBroker
@@ -418,13 +358,13 @@ def run(args: argparse.Namespace) -> int:
         from .universe import run_cli
 
         return run_cli(args)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     started = time.perf_counter()
     if args.resume and not Path(args.state).is_file():
         raise UserError(f"--resume: state file {args.state} does not exist")
     config = config_from_args(args)
     after_candle = _order_hook(args, config)  # before any slow work: a bad order setup fails at once
-    model, meta, model_label, model_id = _model(args)
+    model, meta, model_label, model_id = load_model(args)
     engine, backend = build_engine(
         model,
         meta,

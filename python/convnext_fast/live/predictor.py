@@ -1,10 +1,11 @@
 """The fastest forward pass available for one window: ``[1, C_in, T]`` float32 → raw model outputs
 (logits or regression values; :mod:`convnext_fast.trading.decision` turns them into signals).
 
-``auto`` order: the one-call C++ ``InferenceSession`` on CPU when the extension is loaded, the fused model
-(Triton) on CUDA, the reference eager forward otherwise. ``--backend`` forces one and fails loudly when it
-cannot run, so a latency figure never silently measures another path. No ``torch.compile`` here: its
-cold compile alone would blow the startup budget.
+``auto`` is the package's one backend policy (:func:`convnext_fast.backends.choose_backend`) for the device
+the model's weights are on: on the CPU the one-call C++ ``InferenceSession`` when the extension is loaded,
+on CUDA the fused model (Triton), the reference eager forward otherwise. ``--backend`` forces one and fails
+loudly when it cannot run, so a latency figure never silently measures another path. No ``torch.compile``
+here: its cold compile alone would blow the startup budget.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..backends import backends as backend_report
+from ..backends import BACKENDS, BackendUnavailable, choose_backend
 from ..errors import UserError
 
-PREDICTOR_BACKENDS = ("auto", "cpu", "triton", "reference")
+PREDICTOR_BACKENDS = BACKENDS  # kept for importers; the names are the backend policy's
 
 
 def set_threads(n: int) -> None:
@@ -30,17 +31,18 @@ def set_threads(n: int) -> None:
         _C.set_num_threads(max(1, n))
 
 
-def _pick(backend: str) -> str:
-    if backend not in PREDICTOR_BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(PREDICTOR_BACKENDS)}, got {backend!r}")
-    live = backend_report()
-    if backend == "auto":
-        if live["cpu"] == "live":
-            return "cpu"
-        return "triton" if torch.cuda.is_available() and live["triton"] == "live" else "reference"
-    if live.get(backend, "live") != "live":
-        raise UserError(f"--backend {backend} cannot run here: {live[backend]}")
-    return backend
+def _pick(model: torch.nn.Module, backend: str) -> str:
+    """The backend policy's choice: ``auto`` for the device ``model``'s weights are on; a forced backend on
+    its own device (the predictor copies the weights there: the C++ session to the CPU, Triton to CUDA)."""
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    param = next(model.parameters(), None)
+    home = {"cpu": "cpu", "triton": "cuda", "reference": "cpu"}
+    device = home[backend] if backend in home else param.device.type if param is not None else "cpu"
+    try:
+        return choose_backend(device, backend)
+    except BackendUnavailable as exc:
+        raise UserError(f"--backend {backend} cannot run here: {exc}") from None
 
 
 def _torch_forward(model: torch.nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -71,19 +73,16 @@ def make_predictor(
     """
     from .. import model as fused_model
 
-    chosen = _pick(backend)
+    chosen = _pick(model, backend)
     if chosen == "cpu":
-        try:
-            from ..inference import InferenceSession  # one C++ call per forward
-        except ImportError:  # an older build without the session: the fused model still runs C++ per op
-            logits_fn = _torch_forward(fused_model.convert(_as_reference(model), backend="cpu"), "cpu")
-        else:
-            # The live loop's weights come from a checkpoint and never change: snapshot them and skip the
-            # per-call weight check (30–60 µs of cache misses at batch 1, see convnext_fast.inference).
-            session = InferenceSession(model, track_weights=False)
+        from ..inference import InferenceSession  # one C++ call per forward
 
-            def logits_fn(x: np.ndarray) -> np.ndarray:
-                return np.asarray(session(x))
+        # The live loop's weights come from a checkpoint and never change: snapshot them and skip the
+        # per-call weight check (30–60 µs of cache misses at batch 1, see convnext_fast.inference).
+        session = InferenceSession(model, track_weights=False)
+
+        def logits_fn(x: np.ndarray) -> np.ndarray:
+            return np.asarray(session(x))
 
     elif chosen == "triton":
         logits_fn = _torch_forward(fused_model.convert(_as_reference(model), backend="triton"), "cuda")

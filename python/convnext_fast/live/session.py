@@ -6,6 +6,7 @@ own) and the paper broker."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,7 +18,8 @@ from ..trading.decision import DecisionPolicy
 from .loop import LiveEngine
 from .predictor import make_predictor
 
-DEFAULT_WINDOW = 256
+if TYPE_CHECKING:
+    from ..train.checkpoint import CheckpointMeta
 
 
 @dataclass(frozen=True)
@@ -39,41 +41,9 @@ class DecisionRule:
         return self.size if signal != 0 else 0.0
 
 
-def normaliser(norm: dict | None):
-    """Per-bar form of the trainer's ``clip((x - mean) / std)`` (None: features go in raw)."""
-    if norm is None:
-        return None
-    if "clip" in norm:
-        clip = np.float32(norm["clip"])
-    else:  # older metadata: the trainer's default
-        from ..train.prepare import FEATURE_CLIP
-
-        clip = np.float32(FEATURE_CLIP)
-    mean = np.asarray(norm["mean"], dtype=np.float32)
-    std = np.asarray(norm["std"], dtype=np.float32)
-    out = np.empty_like(mean)
-
-    # The same float32 operations in the same order as the trainer's batch normalisation (a reciprocal
-    # multiply would differ in the last bit and could flip a decision sitting on the threshold).
-    def normalize(vec: np.ndarray) -> np.ndarray:
-        np.subtract(vec, mean, out=out)
-        np.divide(out, std, out=out)
-        return np.clip(out, -clip, clip, out=out)
-
-    return normalize
-
-
-def window_of(meta: dict, override: int | None = None) -> int:
-    """The window length T the model was trained on (``--window`` overrides)."""
-    window = override or meta.get("window") or meta.get("train_config", {}).get("window") or DEFAULT_WINDOW
-    if int(window) < 32:
-        raise UserError(f"--window must be >= 32 (the model's total stride), got {window}")
-    return int(window)
-
-
 def build_engine(
     model: torch.nn.Module,
-    meta: dict,
+    meta: CheckpointMeta,
     *,
     rule: DecisionRule,
     broker: PaperBroker | None = None,
@@ -82,30 +52,25 @@ def build_engine(
     window: int | None = None,
     max_jump: float | None = None,
 ) -> tuple[LiveEngine, str]:
-    """``(engine, backend_used)`` for ``model`` with ``meta`` holding ``feature_spec`` and (optionally)
-    ``normalisation``, ``task`` and ``target_scale`` as the trainer writes them. A checkpoint whose
-    outputs this loop cannot trade is refused here, with one line."""
-    from ..features.pipeline import FeatureSpec, StreamingFeatures
+    """``(engine, backend_used)`` for ``model`` and its checkpoint's metadata (the feature spec, the
+    trainer's normalisation when it has one, task and target scale). A checkpoint whose outputs this loop
+    cannot trade is refused here, with one line."""
+    from ..features.pipeline import StreamingFeatures
 
-    spec = FeatureSpec.from_dict(meta["feature_spec"]) if meta.get("feature_spec") else FeatureSpec()
-    in_chans = model.config["in_chans"]
-    if spec.n_channels != in_chans:
-        raise UserError(
-            f"the feature spec makes {spec.n_channels} channels but the model expects in_chans={in_chans}"
-        )
-    policy = DecisionPolicy.from_meta(
-        {**meta, "model": {**meta.get("model", {}), **model.config}}, rule.threshold
-    )
+    meta = meta.replace(model={**meta.model, **model.config})  # checks the spec's channels fit the model
+    spec, in_chans = meta.feature_spec, meta.in_chans
+    policy = DecisionPolicy.from_meta(meta, rule.threshold)
     predict, used = make_predictor(model, backend)
     engine = LiveEngine(
         features=StreamingFeatures(spec),
         predict=predict,
         broker=broker or PaperBroker(backtest_config),
-        window=window_of(meta, window),
+        window=meta.window_length(window),
         n_channels=in_chans,
         policy=policy,
         size_fn=rule.size_for,
-        normalize=normaliser(meta.get("normalisation")),
+        # the trainer's own normaliser, one bar at a time (None: an untrained model takes raw features)
+        normalize=None if meta.normalisation is None else meta.normalisation.per_bar(),
         warmup_bars=spec.warmup,
         max_jump=max_jump,
     )

@@ -136,15 +136,15 @@ class LiveStore:
 
     def check_resume(self, identity: dict, force: bool = False) -> LiveState:
         """The saved state, after checking it was written by this very run setup."""
-        meta = self._meta()
+        stored = self._meta()
         state = self.load()
         if state is None:
             raise UserError(f"--resume: {self.path} holds no processed candle to continue from")
-        if meta.get("version") != STATE_VERSION:
+        if stored.get("version") != STATE_VERSION:
             raise UserError(
-                f"--resume: {self.path} has format {meta.get('version')}, this build reads {STATE_VERSION}"
+                f"--resume: {self.path} has format {stored.get('version')}, this build reads {STATE_VERSION}"
             )
-        saved = meta.get("identity", {})
+        saved = stored.get("identity", {})
         differ = [k for k in IDENTITY_KEYS if saved.get(k) != identity.get(k)]
         if differ and not force:
             what = "; ".join(f"{k} {saved.get(k)!r} ≠ {identity.get(k)!r}" for k in differ)

@@ -143,11 +143,11 @@ class UniverseStore(LiveStore):
 
     def check_resume_universe(self, identity: dict, force: bool = False) -> dict[str, LiveState]:
         """Every symbol's saved state, after checking the file was written by this run setup."""
-        meta = self._meta()
+        stored = self._meta()
         states = self.load_universe()
         if not states:
             raise UserError(f"--resume: {self.path} holds no processed candle of a universe to continue from")
-        saved = meta.get("identity", {})
+        saved = stored.get("identity", {})
         keys = (*(k for k in IDENTITY_KEYS if k != "symbol"), "symbols")
         differ = [k for k in keys if saved.get(k) != identity.get(k)]
         if "symbols" in differ:  # another universe cannot be forced onto this state: symbols would be lost
@@ -366,7 +366,7 @@ def _cut_replay(
     args, symbols, series: dict[str, Candles], engine: UniverseEngine, meta, saved
 ) -> UniverseFeed:
     from ..data.candles import interval_to_ms
-    from ..trading.cli import first_traded_ms
+    from ..trading.traded_bars import first_traded_ms
 
     history, rest = {}, {}
     start_ms = None
@@ -391,7 +391,7 @@ def _cut_replay(
 def _universe_feed(args, symbols, engine: UniverseEngine, meta, saved) -> UniverseFeed:
     from ..data.candles import interval_to_ms
     from ..data.synthetic import synthetic_candles
-    from .cli import SYNTHETIC_BANNER, _digest
+    from .startup import SYNTHETIC_BANNER, series_digest
 
     kind = args.source if args.source != "auto" else ("replay" if args.data else "synthetic")
     if kind in ("ws", "rest"):
@@ -416,7 +416,7 @@ def _universe_feed(args, symbols, engine: UniverseEngine, meta, saved) -> Univer
         kind = "synthetic"
     feed = _cut_replay(args, symbols, series, engine, meta, saved)
     feed.label, feed.kind = label, kind
-    feed.dataset = "; ".join(f"{s}: {_digest(series[s])}" for s in symbols)
+    feed.dataset = "; ".join(f"{s}: {series_digest(series[s])}" for s in symbols)
     return feed
 
 
@@ -479,11 +479,11 @@ def run_cli(args) -> int:
     from ..data.candles import interval_to_ms
     from ..trading.backtest import config_from_args
     from ..trading.broker import PaperBroker
-    from .cli import _model, _setup_logging
     from .predictor import make_predictor
     from .session import DecisionRule, build_engine
+    from .startup import load_model, setup_logging
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     started = time.perf_counter()
     symbols = parse_symbols(args.symbols)
     for option, plain in (("orders", False), ("sizing", "fixed"), ("funding", None)):
@@ -494,7 +494,7 @@ def run_cli(args) -> int:
     if args.resume and not Path(args.state).is_file():
         raise UserError(f"--resume: state file {args.state} does not exist")
     config = config_from_args(args)
-    model, meta, model_label, model_id = _model(args)
+    model, meta, model_label, model_id = load_model(args)
     rule = DecisionRule(args.threshold, args.size)
     engines, backend = {}, ""
     for s in symbols:

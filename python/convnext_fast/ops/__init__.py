@@ -14,7 +14,6 @@ channels-last ``[B, T, C]``:
 from __future__ import annotations
 
 import importlib
-import warnings
 from functools import cache
 
 import torch
@@ -33,18 +32,11 @@ OPS = ("dwconv_layernorm", "bottleneck")
 
 @cache
 def implementation(op: str, backend: str):
-    """The function implementing ``op`` on ``backend`` (falls back to the reference if that backend's
-    module is missing, with one warning)."""
+    """The function implementing ``op`` on ``backend``. Whether a backend can run is decided once, by the
+    backend policy (:func:`convnext_fast.backends.choose_backend`), before anything asks for it here."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; ops are {OPS}")
-    try:
-        module = importlib.import_module(f"{__name__}.{op}.{backend}")
-    except ImportError as exc:
-        if backend == "reference":
-            raise
-        warnings.warn(f"{op}: backend {backend!r} unavailable ({exc}); using the reference", stacklevel=3)
-        module = importlib.import_module(f"{__name__}.{op}.reference")
-    return getattr(module, op)
+    return getattr(importlib.import_module(f"{__name__}.{op}.{backend}"), op)
 
 
 def dwconv_layernorm(

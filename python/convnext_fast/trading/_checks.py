@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import check_finite as _check_finite
 from ..errors import UserError
 
 
@@ -22,9 +23,8 @@ def as_float_array(name: str, values, *, ndim: int = 1) -> np.ndarray:
 
 
 def check_finite(name: str, array: np.ndarray) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        raise TradingInputError(f"{name} has NaN/Inf at index {int(np.flatnonzero(bad.ravel())[0])}")
+    """The package's one finiteness check, raising the trading modules' error."""
+    _check_finite(name, array, TradingInputError)
 
 
 def check_same_length(**arrays: np.ndarray) -> int:

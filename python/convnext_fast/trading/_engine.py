@@ -23,6 +23,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..data.ohlcv import MAX_PRICE
+from .signals import signal_from_probs_nb  # the one probability rule
+
 # State vector layout.
 S_CASH, S_QTY, S_ENTRY_PRICE, S_ENTRY_BAR, S_ENTRY_FEE, S_FUNDING = 0, 1, 2, 3, 4, 5
 S_STOP, S_TAKE, S_BAR, S_PENDING_SIGNAL, S_PENDING_SIZE = 6, 7, 8, 9, 10
@@ -242,22 +245,14 @@ def run_loop(state, params, open_, high, low, close, funding, signal, size):
 
 @nb.njit(cache=True)
 def bars_ok(open_, high, low, close):
-    """One pass over the bars: all prices finite and > 0 with low ≤ open, close ≤ high (the NaN-safe way round:
-    every comparison with NaN is false). The numpy checks that name the culprit run only when this fails."""
+    """The price half of the one OHLCV rule (:mod:`convnext_fast.data.ohlcv`) in one pass: all prices > 0 and
+    at most ``MAX_PRICE`` (so finite) with low ≤ open, close ≤ high (the NaN-safe way round: every comparison
+    with NaN is false). The numpy check that names the culprit runs only when this fails."""
     for t in range(open_.shape[0]):
         o, c = open_[t], close[t]
-        if not (0.0 < low[t] <= o <= high[t] < np.inf and low[t] <= c <= high[t]):
+        if not (0.0 < low[t] <= o <= high[t] <= MAX_PRICE and low[t] <= c <= high[t]):
             return False
     return True
-
-
-@nb.njit(cache=True, inline="always")
-def signal_from_probs_nb(p_long, p_short, threshold):
-    if p_long > threshold and p_long > p_short:
-        return 1.0
-    if p_short > threshold and p_short > p_long:
-        return -1.0
-    return 0.0
 
 
 @nb.njit(cache=True, parallel=True)

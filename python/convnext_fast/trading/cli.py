@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.funding import add_funding_arguments, funding_for_bars
 from ..errors import UserError
 from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
-from .decision import DecisionPolicy
 from .portfolio_cli import add_portfolio_arguments, run_portfolio_cli
+from .prediction import checkpoint_decisions
 from .report import periods_per_year_from, write_report
 from .signals import signals_from_probs
 from .sizing import add_sizing_arguments, sizing_from_args
+from .traded_bars import first_traded_bar
 
-PREDICT_BATCH = 512
+if TYPE_CHECKING:
+    from ..train.checkpoint import CheckpointMeta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,55 +72,7 @@ def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndar
     return array
 
 
-def model_outputs(checkpoint: str, candles, symbol: str | None = None) -> tuple[np.ndarray, dict]:
-    """Raw model outputs (logits, or scaled regression values) for every bar whose window is complete and
-    finite, NaN rows elsewhere; and the checkpoint's metadata. :class:`DecisionPolicy` turns them into
-    signals, the same way the live loop does bar by bar. ``symbol`` names the series for a model trained on
-    a universe (its per-symbol inputs and symbol channel)."""
-    import torch
-
-    from ..data.dataset import sliding_windows
-    from ..features.pipeline import FeatureSpec, compute_features
-    from ..live.session import window_of
-    from ..train import load_checkpoint
-    from ..train.prepare import apply_normalisation
-
-    model, meta = load_checkpoint(checkpoint, allow_universe=True)
-    c = candles
-    if meta.get("universe"):  # per-symbol causal normalisation (and HTF / symbol channels) as trained
-        from ..data.universe import model_inputs
-
-        inputs = model_inputs(candles, meta, symbol)
-    else:
-        features = compute_features(
-            c.open, c.high, c.low, c.close, c.volume, spec=FeatureSpec.from_dict(meta["feature_spec"])
-        )
-        inputs = apply_normalisation(features, meta["normalisation"])
-    windows, end_idx = sliding_windows(inputs, window_of(meta))
-    rows = np.flatnonzero(np.isfinite(windows).all(axis=(1, 2)))
-    regression = model.config.get("task") == "regression"
-    chunks = [np.empty((0, model.config["num_outputs"] if regression else model.config["num_classes"]))]
-    with torch.inference_mode():
-        for start in range(0, len(rows), PREDICT_BATCH):
-            out = model(torch.from_numpy(np.ascontiguousarray(windows[rows[start : start + PREDICT_BATCH]])))
-            chunks.append(out.double().numpy())
-    outputs = np.full((len(candles), chunks[0].shape[1]), np.nan)
-    outputs[end_idx[rows]] = np.concatenate(chunks)
-    return outputs, meta
-
-
-def checkpoint_decisions(
-    checkpoint: str, candles, threshold: float, symbol: str | None = None
-) -> tuple[np.ndarray, np.ndarray | None, dict, DecisionPolicy]:
-    """``(signals, probs or None, meta, policy)`` of a checkpoint over ``candles``: the batch side of the
-    one decision path (bars without a complete window are Hold)."""
-    outputs, meta = model_outputs(checkpoint, candles, symbol)
-    policy = DecisionPolicy.from_meta(meta, threshold, where=f"checkpoint {checkpoint!r}")
-    signals, probs, _ = policy.batch(outputs)
-    return signals, probs, meta, policy
-
-
-def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, CheckpointMeta | None]:
     n = len(candles)
     if args.signals:
         return _load_npy("--signals", args.signals, n, ()), None, None
@@ -126,51 +81,6 @@ def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, di
         return signals_from_probs(probs, args.threshold), probs, None
     signals, probs, meta, _ = checkpoint_decisions(args.checkpoint, candles, args.threshold, args.symbol)
     return signals, probs, meta
-
-
-def first_traded_ms(start: str | None, meta: dict | None) -> tuple[int | None, str | None]:
-    """``(start_ms or None for the first bar, note)`` of ``--start`` (YYYY-MM-DD[ HH:MM] UTC, epoch ms,
-    'all'). Without ``--start`` and with a checkpoint the default is the start of its out-of-sample test
-    range: trading the bars it was trained on would report an in-sample fantasy. ``note`` says so."""
-    from ..data.cli import parse_time_ms
-
-    if start == "all":
-        return None, None
-    if start is not None:
-        return parse_time_ms(start, "--start"), None
-    test_range = ((meta or {}).get("ranges") or {}).get("test")
-    if not test_range:
-        return None, None
-    note = f"trading from {test_range[0]} UTC, the checkpoint's out-of-sample test range (--start all for every bar)"
-    return parse_time_ms(test_range[0], "the checkpoint's test range"), note
-
-
-def trained_until_ms(meta: dict | None) -> int | None:
-    """End of the last range the checkpoint was fitted or selected on (train/val), or None if unknown."""
-    from ..data.cli import parse_time_ms
-
-    ranges = (meta or {}).get("ranges") or {}
-    ends = [
-        parse_time_ms(r[-1], f"the checkpoint's {name} range")
-        for name, r in ranges.items()
-        if name in ("train", "val") and r
-    ]
-    return max(ends) if ends else None
-
-
-def _first_traded_bar(args, candles, meta: dict | None) -> int:
-    """Index of the first bar the backtest trades (see :func:`first_traded_ms`)."""
-    start_ms, note = first_traded_ms(args.start, meta)
-    if start_ms is None:
-        return 0
-    if note:
-        print(note)
-    first = int(np.searchsorted(candles.start_ms, start_ms))
-    if first >= len(candles) - 1:
-        raise UserError(
-            f"--start: {args.start or 'the test range start'} leaves fewer than 2 candles to trade"
-        )
-    return first
 
 
 def _sweep_thresholds(args) -> list[float] | None:
@@ -220,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     candles = _candles(args)
     signal, probs, meta = _signals_and_probs(args, candles)
     # features and windows use the whole history; only the trading starts at the first traded bar
-    first = _first_traded_bar(args, candles, meta)
+    first = first_traded_bar(args.start, candles, meta)
     candles, signal = candles[first:], signal[first:]
     probs = None if probs is None else probs[first:]
     c = candles

@@ -7,8 +7,8 @@ writes.
   horizon's output times its scale is a forward return; Long above τ, Short below −τ
   (:func:`~convnext_fast.trading.signals.signals_from_regression`).
 
-The checkpoint's metadata says which (``meta["model"]["task"]``, ``num_outputs``/``num_classes``,
-``target_scale``); :meth:`DecisionPolicy.from_meta` refuses, in one line, a checkpoint it cannot read
+The checkpoint's metadata (:class:`~convnext_fast.train.checkpoint.CheckpointMeta`) says which (``task``,
+the model config's ``num_outputs``/``num_classes``, ``target_scale``); :meth:`DecisionPolicy.from_meta` refuses, in one line, a checkpoint it cannot read
 unambiguously, so nothing is ever traded as the wrong task. Backtest (batch, :meth:`DecisionPolicy.batch`),
 demo and the live loop (one bar, :meth:`DecisionPolicy.one`) all call this module, so a bar gets the same
 decision everywhere: the one-bar form is the batch form on a single row.
@@ -16,13 +16,24 @@ decision everywhere: the one-bar form is the batch form on a single row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import UserError
 from ._checks import check_non_negative, check_threshold
-from .signals import HOLD, LONG, SHORT, signals_from_probs, signals_from_regression
+from .signals import (
+    HOLD,
+    signal_from_probs_nb,
+    signal_from_return_nb,
+    signals_from_probs,
+    signals_from_regression,
+)
+
+if TYPE_CHECKING:  # metadata is read by attribute only; importing the checkpoint module would pull torch
+    from ..train.checkpoint import CheckpointMeta
 
 TASKS = ("classification", "regression")
 _HOLD_PROBS = np.array([0.0, 0.0, 1.0])
@@ -55,23 +66,32 @@ class DecisionPolicy:
         object.__setattr__(self, "threshold", float(check("threshold", self.threshold)))
 
     @classmethod
-    def from_meta(cls, meta: dict, threshold: float, where: str = "checkpoint") -> DecisionPolicy:
+    def from_meta(cls, meta: CheckpointMeta, threshold: float, where: str = "checkpoint") -> DecisionPolicy:
         """The policy a checkpoint's metadata asks for; :class:`UserError` (one line) when it is ambiguous
         or a task this module cannot trade."""
-        model = meta.get("model") or {}
-        task = model.get("task", meta.get("task", "classification"))
-        if meta.get("task") not in (None, task):
-            raise UserError(f"{where}: metadata says task {meta['task']!r} but the model is {task!r}")
+        return cls.for_task(meta.task, meta.model, meta.target_scale, threshold, where)
+
+    @classmethod
+    def for_task(
+        cls,
+        task: str,
+        model_config: Mapping,
+        target_scale,
+        threshold: float,
+        where: str = "checkpoint",
+    ) -> DecisionPolicy:
+        """The policy for a model of ``task`` with ``model_config`` (``num_classes``/``num_outputs``) and,
+        for regression, the per-output ``target_scale`` the trainer divided the targets by."""
         if task == "classification":
-            classes = int(model.get("num_classes", 3))
+            classes = int(model_config.get("num_classes", 3))
             if classes != 3:
                 raise UserError(
                     f"{where}: a classifier with {classes} classes cannot be traded (needs Long, Short, Hold)"
                 )
             return cls("classification", 3, float(threshold))
         if task == "regression":
-            n = int(model.get("num_outputs", 1))
-            scale = meta.get("target_scale")
+            n = int(model_config.get("num_outputs", 1))
+            scale = target_scale
             if not isinstance(scale, (list, tuple)) or len(scale) != n or not n:
                 raise UserError(
                     f"{where}: a regression checkpoint needs target_scale with one entry per output "
@@ -98,9 +118,16 @@ class DecisionPolicy:
             probs = np.tile(_HOLD_PROBS, (len(out), 1))
             probs[known] = softmax(out[known])
             score = np.where(known, probs[:, :2].max(axis=1), np.nan)
-            return signals_from_probs(probs, self.threshold), probs, score
+            return self.batch_probs(probs), probs, score
         pred = np.where(known, out[:, 0] * self.scale, np.nan)
         return signals_from_regression(np.nan_to_num(pred, nan=0.0), self.threshold), None, pred
+
+    def batch_probs(self, probs: np.ndarray) -> np.ndarray:
+        """Signals ``int8 [N]`` from class probabilities ``[N, 3]`` already computed (e.g. the trainer's saved
+        test predictions): the rule :meth:`batch` applies after its softmax."""
+        if not self.classification:
+            raise UserError(f"a {self.task} policy decides on model outputs, not class probabilities")
+        return signals_from_probs(probs, self.threshold)
 
     def one(self, output_row: np.ndarray) -> tuple[int, np.ndarray | None, float]:
         """The one-bar form of :meth:`batch`: ``(signal, probs [3] or None, score)``. The same float64
@@ -115,13 +142,9 @@ class DecisionPolicy:
         if self.classification:
             probs = softmax(out[None])[0]
             p_long, p_short = float(probs[0]), float(probs[1])
-            if p_long > tau and p_long > p_short:
-                return LONG, probs, p_long
-            if p_short > tau and p_short > p_long:
-                return SHORT, probs, p_short
-            return HOLD, probs, max(p_long, p_short)
+            return int(signal_from_probs_nb(p_long, p_short, tau)), probs, max(p_long, p_short)
         pred = float(out[0] * self.scale)
-        return (LONG if pred > tau else SHORT if pred < -tau else HOLD), None, pred
+        return int(signal_from_return_nb(pred, tau)), None, pred
 
     def hold(self) -> tuple[int, None, float]:
         return HOLD, None, float("nan")

@@ -55,8 +55,9 @@ def run_portfolio_cli(args: argparse.Namespace) -> int:
     from ..data.cli import parse_symbols
     from ..data.store import load_candles
     from .backtest import config_from_args
-    from .cli import _first_traded_bar, checkpoint_decisions
+    from .prediction import checkpoint_decisions
     from .report import periods_per_year_from, write_report
+    from .traded_bars import first_traded_bar
 
     if not args.checkpoint:
         raise UserError("--symbols needs --checkpoint: one model's signals for every symbol")
@@ -75,7 +76,7 @@ def run_portfolio_cli(args: argparse.Namespace) -> int:
     rows = {s: np.searchsorted(c.start_ms, grid) for s, (c, _) in series.items()}
     dropped = max(len(c) for c, _ in series.values()) - len(grid)
     first_candles = series[symbols[0]][0][rows[symbols[0]]]
-    first = _first_traded_bar(args, first_candles, meta)
+    first = first_traded_bar(args.start, first_candles, meta)
     times = grid[first:]
 
     def stack(field: str) -> np.ndarray:

@@ -1,12 +1,14 @@
 """Model outputs → trading signals: +1 Long, -1 Short, 0 Hold (class order ``[Long, Short, Hold]``).
 
 A class signal needs confidence: Long when ``p_long > τ`` and ``p_long > p_short``, Short symmetrically,
-Hold otherwise (including an exact tie). The vectorised and one-bar forms apply the same rule, so the live
-loop decides exactly what the backtest decided.
+Hold otherwise (including an exact tie). The rule is written once, in :func:`signal_from_probs_nb`; the
+vectorised form, the one-bar form, the decision policy and the backtest's threshold sweep all call it, so
+the live loop decides exactly what the backtest decided.
 """
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 from ._checks import TradingInputError, as_float_array, check_finite, check_non_negative, check_threshold
@@ -24,14 +26,29 @@ def check_probs(probs) -> np.ndarray:
     return p
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def signal_from_probs_nb(p_long, p_short, threshold):
+    """The probability rule for one bar: ``1.0`` Long, ``-1.0`` Short, ``0.0`` Hold (a float, as the
+    numba backtest core takes its signals)."""
+    if p_long > threshold and p_long > p_short:
+        return 1.0
+    if p_short > threshold and p_short > p_long:
+        return -1.0
+    return 0.0
+
+
+@nb.njit(cache=True, nogil=True)
+def _signals_from_probs_nb(probs, threshold, out):
+    for t in range(probs.shape[0]):
+        out[t] = signal_from_probs_nb(probs[t, 0], probs[t, 1], threshold)
+
+
 def signals_from_probs(probs, threshold: float) -> np.ndarray:
     """``probs [N, 3]`` (Long, Short, Hold) → ``int8 [N]`` signals."""
     p = check_probs(probs)
     tau = check_threshold("threshold", threshold)
-    p_long, p_short = p[:, 0], p[:, 1]
     signal = np.zeros(len(p), dtype=np.int8)
-    signal[(p_long > tau) & (p_long > p_short)] = LONG
-    signal[(p_short > tau) & (p_short > p_long)] = SHORT
+    _signals_from_probs_nb(p, tau, signal)
     return signal
 
 
@@ -40,14 +57,29 @@ def signal_from_probs(p_long: float, p_short: float, p_hold: float, threshold: f
     return int(signals_from_probs([[p_long, p_short, p_hold]], threshold)[0])
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def signal_from_return_nb(pred, threshold):
+    """The regression rule for one bar: Long (``1.0``) above ``threshold``, Short below ``-threshold``."""
+    if pred > threshold:
+        return 1.0
+    if pred < -threshold:
+        return -1.0
+    return 0.0
+
+
+@nb.njit(cache=True, nogil=True)
+def _signals_from_returns_nb(pred, threshold, out):
+    for t in range(pred.shape[0]):
+        out[t] = signal_from_return_nb(pred[t], threshold)
+
+
 def signals_from_regression(pred, threshold: float) -> np.ndarray:
     """Predicted forward returns ``[N]`` → ``int8 [N]``: Long above ``threshold``, Short below ``-threshold``."""
     r = as_float_array("pred", pred)
     check_finite("pred", r)
     tau = check_non_negative("threshold", threshold)
     signal = np.zeros(len(r), dtype=np.int8)
-    signal[r > tau] = LONG
-    signal[r < -tau] = SHORT
+    _signals_from_returns_nb(r, tau, signal)
     return signal
 
 

@@ -6,10 +6,17 @@ convnext_fast.train``) is the command line."""
 
 from __future__ import annotations
 
-from .checkpoint import load_checkpoint, restore_training_state, save_checkpoint, validate_meta
+from .checkpoint import (
+    CheckpointMeta,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    validate_meta,
+)
 from .trainer import TrainConfig, TrainResult, train
 
 __all__ = [
+    "CheckpointMeta",
     "TrainConfig",
     "TrainResult",
     "load_checkpoint",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..backends import BACKENDS
 from ..variants import VARIANTS
 from .loop import PRECISIONS
 from .losses import REGRESSION_LOSSES
@@ -97,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--model", choices=("fused", "reference"), default="fused", help="which implementation trains"
     )
-    model.add_argument("--backend", choices=("auto", "cpu", "triton", "reference"), default=d.backend)
+    model.add_argument("--backend", choices=BACKENDS, default=d.backend)
     model.add_argument("--drop-path", type=float, default=d.drop_path_rate)
 
     optim = parser.add_argument_group("optimisation")

@@ -9,11 +9,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import inputs
-
-_STD_FLOOR = 1e-8
-# Normalised features beyond this many standard deviations are clipped: one flash crash must not
-# dominate a whole batch's gradients.
-FEATURE_CLIP = 10.0
+from .normalisation import FEATURE_CLIP, STD_FLOOR, Normalisation
 
 
 @dataclass(frozen=True)
@@ -208,25 +204,19 @@ def fold_end_bars(
 
 
 def normalisation(features: np.ndarray, end_idx: np.ndarray, window: int) -> dict:
-    """Per-channel mean/std over the bars the train windows cover (never over val/test bars)."""
-    lo, hi = int(end_idx[0]) - window + 1, int(end_idx[-1]) + 1
-    span = features[:, lo:hi].astype(np.float64)
-    mean = np.nanmean(span, axis=1)
-    std = np.nanstd(span, axis=1)
-    std = np.where(std > _STD_FLOOR, std, 1.0)
-    return {"mean": mean.tolist(), "std": std.tolist(), "clip": FEATURE_CLIP}
+    """Per-channel mean/std over the bars the train windows cover (never over val/test bars), in the form
+    the checkpoint stores (:class:`~convnext_fast.train.normalisation.Normalisation`)."""
+    return Normalisation.fit(features, end_idx, window).to_dict()
 
 
-def apply_normalisation(features: np.ndarray, norm: dict) -> np.ndarray:
-    """``clip((x - mean) / std)`` per channel, float32; NaN warm-up bars stay NaN (never windowed)."""
-    mean = np.asarray(norm["mean"], dtype=np.float32)[:, None]
-    std = np.asarray(norm["std"], dtype=np.float32)[:, None]
-    clip = float(norm.get("clip", FEATURE_CLIP))
-    return np.clip((features - mean) / std, -clip, clip).astype(np.float32)
+def apply_normalisation(features: np.ndarray, norm) -> np.ndarray:
+    """``clip((x - mean) / std)`` per channel, float32 (:meth:`Normalisation.apply`); ``norm`` is a
+    :class:`Normalisation` or its stored dict."""
+    return Normalisation.from_dict(norm).apply(features)
 
 
 def target_scale(targets: np.ndarray, train_end_idx: np.ndarray) -> list[float]:
     """Per-horizon std of the train targets: regression trains on returns / scale so the loss (and the
     Huber knee at 1) sees unit-sized numbers rather than 1e-3 returns."""
     std = np.nanstd(targets[train_end_idx].astype(np.float64), axis=0)
-    return np.where(std > _STD_FLOOR, std, 1.0).tolist()
+    return np.where(std > STD_FLOOR, std, 1.0).tolist()

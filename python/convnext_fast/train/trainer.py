@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..reference import TASKS
 from ..variants import variant_config
 from . import distributed, evaluate, inputs, loop, prepare
-from .checkpoint import build_model, load_checkpoint, restore_training_state, save_checkpoint
+from .checkpoint import CheckpointMeta, build_model, load_checkpoint, restore_training_state, save_checkpoint
 from .losses import REGRESSION_LOSSES, classification_loss, regression_loss
 from .optim import build_ema, build_optimizer
 from .progress import EpochLog, progress_enabled
@@ -345,21 +345,26 @@ def _check_resume(run_dir: Path, config: TrainConfig) -> None:
         raise UserError(f"--out {run_dir} already holds a finished run; pass --resume or pick another folder")
 
 
-def _fold_meta(config: TrainConfig, data: prepare.PreparedData, fold: _Fold, start_ms) -> dict:
-    return {
-        "variant": config.variant if config.dims is None else None,
-        "model": {},
-        "task": config.task,
-        "window": config.window,
-        "feature_spec": data.feature_spec,
-        "label_spec": data.label_spec,
-        "normalisation": fold.norm,
-        "target_scale": fold.target_scale,
-        "fold": fold.k,
-        "ranges": fold.ranges(start_ms),
-        "train_config": config.to_dict(),
-        **({"universe": data.universe.spec.to_dict()} if isinstance(data, prepare.UniverseData) else {}),
-    }
+def _fold_meta(
+    config: TrainConfig, data: prepare.PreparedData, fold: _Fold, start_ms, model_config
+) -> CheckpointMeta:
+    return CheckpointMeta.from_dict(
+        {
+            "variant": config.variant if config.dims is None else None,
+            "model": model_config,
+            "task": config.task,
+            "window": config.window,
+            "feature_spec": data.feature_spec,
+            "label_spec": data.label_spec,
+            "normalisation": fold.norm,
+            "target_scale": fold.target_scale,
+            "fold": fold.k,
+            "ranges": fold.ranges(start_ms),
+            "train_config": config.to_dict(),
+            **({"universe": data.universe.spec.to_dict()} if isinstance(data, prepare.UniverseData) else {}),
+        },
+        where=f"fold {fold.k} metadata",
+    )
 
 
 def _train_fold(fold: _Fold, config, data, log: EpochLog, fold_dir: Path, progress: bool) -> dict:
@@ -388,7 +393,7 @@ def _train_fold(fold: _Fold, config, data, log: EpochLog, fold_dir: Path, progre
     if config.resume and last.is_file():
         _, state = restore_training_state(last, model, ema=ema, optimizer=optimizer)
         state["best_val"] = math.inf if state["best_val"] is None else state["best_val"]  # JSON has no inf
-    meta = _fold_meta(config, data, fold, data.start_ms)
+    meta = _fold_meta(config, data, fold, data.start_ms, model.config)
     trained = (
         DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         if ctx.enabled
@@ -436,7 +441,7 @@ def _train_fold(fold: _Fold, config, data, log: EpochLog, fold_dir: Path, progre
         if ctx.is_main:
             if improved:
                 save_checkpoint(
-                    best, eval_model, {**meta, "metrics": {"val_loss": val_loss, "epoch": epoch + 1}}
+                    best, eval_model, meta.replace(metrics={"val_loss": val_loss, "epoch": epoch + 1})
                 )
             save_checkpoint(last, model, meta, ema=ema, optimizer=optimizer, training_state=state)
             log.write(
@@ -497,7 +502,7 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
     save_checkpoint(
         fold_dir / "best.safetensors",
         best_model,
-        {**best_meta, "metrics": {**best_meta["metrics"], "test": scores}},
+        best_meta.replace(metrics={**best_meta.metrics, "test": scores}),
     )
     write_json(fold_dir / "result.json", result)
     return result

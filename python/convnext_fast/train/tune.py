@@ -235,18 +235,18 @@ def backtest_score(
     bars the tested folds span. Between strided decisions (``stride`` > 1) the last decision holds, as it
     would for a model run every ``stride`` bars."""
     from ..trading.backtest import run_backtest
+    from ..trading.decision import DecisionPolicy
     from ..trading.report import periods_per_year_from
-    from ..trading.signals import signals_from_probs, signals_from_regression
 
     parts = [np.load(Path(run_dir) / f"fold_{f['fold']}" / "predictions.npz") for f in folds]
     end_idx = np.concatenate([p["end_idx"] for p in parts])
     outputs = np.concatenate([p["outputs"] for p in parts])
     order = np.argsort(end_idx, kind="stable")
     end_idx, outputs = end_idx[order], outputs[order]
-    if config.task == "classification":
-        decided = signals_from_probs(outputs, threshold)
-    else:
-        decided = signals_from_regression(outputs[:, 0], threshold)
+    # The saved predictions are what the trainer scored: probabilities, or returns already multiplied by
+    # target_scale (hence a policy scale of 1). The one decision path turns either into signals.
+    policy = DecisionPolicy(config.task, outputs.shape[1], threshold)
+    decided = policy.batch_probs(outputs) if policy.classification else policy.batch(outputs)[0]
     first, last = int(end_idx[0]), int(end_idx[-1])
     hold = np.searchsorted(end_idx, np.arange(first, last + 1), side="right") - 1
     bars = slice(first, last + 1)

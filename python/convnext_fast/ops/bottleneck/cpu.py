@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..._ext import _C
+from .. import _cpu_common
+from .._cpu_common import as_f32_numpy as _f32
 from . import reference
 
 _EMPTY = (0,)
@@ -35,10 +36,6 @@ def check_args(x: torch.Tensor, n: torch.Tensor, fc1_weight: torch.Tensor) -> No
         raise ValueError(f"fc1_weight must have shape [H, {x.shape[-1]}], got {tuple(fc1_weight.shape)}")
 
 
-def _f32(t: torch.Tensor):
-    return t.detach().to(torch.float32).contiguous().numpy()
-
-
 @torch.library.custom_op("convnext_fast::bottleneck_cpu", mutates_args=(), device_types="cpu")
 def bottleneck_op(
     x: torch.Tensor,
@@ -52,14 +49,14 @@ def bottleneck_op(
     save_hidden: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(y, hidden)``; ``hidden`` is ``n·W1ᵀ + b1`` when ``save_hidden`` else an empty tensor."""
-    if x.dtype == torch.float64 or _C is None:
+    if x.dtype == torch.float64:
         y = reference.bottleneck(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
         hidden = F.linear(n, fc1_weight, fc1_bias) if save_hidden else x.new_empty(_EMPTY)
         return y.to(x.dtype), hidden.to(x.dtype)
     b, t, _ = x.shape
     y = torch.empty(x.shape, dtype=torch.float32)
     hidden = torch.empty((b, t, fc1_weight.shape[0]) if save_hidden else _EMPTY, dtype=torch.float32)
-    _C.bottleneck(
+    _cpu_common.kernels().bottleneck(
         _f32(x),
         _f32(n),
         _f32(fc1_weight),
@@ -92,7 +89,7 @@ def _setup_context(ctx, inputs, output):
 def _backward_torch(
     grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, dtype
 ):
-    """The same gradients in torch ops, for float64 (gradcheck) and builds without ``_C``."""
+    """The same gradients in torch ops, for float64 (gradcheck)."""
     c, h = fc2_weight.shape
     n2 = n.to(dtype).reshape(-1, c)
     w1, w2, g = fc1_weight.to(dtype), fc2_weight.to(dtype), gamma.to(dtype)
@@ -126,7 +123,7 @@ def bottleneck_backward_op(
     (and bf16/fp16, computed in float32) runs the C++ backward over the saved pre-GELU ``hidden``; float64 and
     an empty ``hidden`` run torch ops."""
     out_dtypes = (n.dtype, fc1_weight.dtype, fc1_bias.dtype, fc2_weight.dtype, fc2_bias.dtype, gamma.dtype)
-    if n.dtype == torch.float64 or _C is None or hidden.numel() == 0:
+    if n.dtype == torch.float64 or hidden.numel() == 0:
         dtype = torch.float64 if n.dtype == torch.float64 else torch.float32
         grads = _backward_torch(
             grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, dtype
@@ -141,7 +138,7 @@ def bottleneck_backward_op(
         torch.empty(c, dtype=torch.float32),
         torch.empty(c, dtype=torch.float32),
     )
-    _C.bottleneck_backward(
+    _cpu_common.kernels().bottleneck_backward(
         _f32(grad_y),
         _f32(n),
         _f32(hidden),
@@ -180,14 +177,6 @@ def _backward(ctx, grad_y, _grad_hidden):
 bottleneck_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-# When True and autograd needs gradients of an all-float32 call, the cpu backend runs the plain torch
-# composition instead of the custom op. It used to be the default: with the backward in torch ops the op
-# lost to it (atto B=32 step: op 84-88 ms, composition 72-76 ms). With the C++ backward
-# (bottleneck_backward_op) the op wins (benchmarks/README.md, "Training"), so it is off; kept so the two
-# can be compared (benchmarks/bench_training.py) and as an escape hatch.
-TRAIN_COMPOSITION = False
-
-
 def _composition(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
     branch = F.linear(F.gelu(F.linear(n, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
     # gamma and the drop-path factor folded into one small [B, 1, C] scale: one pass over the branch
@@ -209,7 +198,7 @@ def bottleneck(
     check_args(x, n, fc1_weight)
     params = (x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma)
     save_hidden = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-    if save_hidden and TRAIN_COMPOSITION and all(p.dtype == torch.float32 for p in params):
+    if save_hidden and _cpu_common.TRAIN_COMPOSITION and all(p.dtype == torch.float32 for p in params):
         return _composition(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
     y, _ = bottleneck_op(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden)
     return y

@@ -51,7 +51,7 @@ check_interpreter_mode(gemm_bias_gelu_kernel)
 
 
 def _gemm_grid(m: int, n: int):
-    return lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+    return lambda cfg: (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),)
 
 
 def _check_inputs(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale) -> None:
@@ -96,7 +96,7 @@ def bottleneck_fwd(
     flags = {"HAS_SCALE": has_scale, "STORE_Z": save_branch, "PRECISION": precision}
     if use_fused_mlp(m, c, n.element_size()):
         launch(
-            fused_mlp_kernel, INTERPRETER_FUSED_MLP_CONFIG, lambda meta: (triton.cdiv(m, meta["BLOCK_M"]),),
+            fused_mlp_kernel, INTERPRETER_FUSED_MLP_CONFIG, lambda cfg: (triton.cdiv(m, cfg["BLOCK_M"]),),
             n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, scale, x, out, z, m, c, hidden, bucket(m), t,
             BLOCK_C=triton.next_power_of_2(c), **flags,
         )  # fmt: skip

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..._ext import _C
+from .. import _cpu_common
+from .._cpu_common import as_f32_numpy as _f32
 from . import reference
 
 KERNEL = 7
@@ -32,10 +33,6 @@ def check_args(x: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tens
         )
 
 
-def _f32(t: torch.Tensor):
-    return t.detach().to(torch.float32).contiguous().numpy()
-
-
 @torch.library.custom_op("convnext_fast::dwconv_layernorm_cpu", mutates_args=(), device_types="cpu")
 def dwconv_layernorm_op(
     x: torch.Tensor,
@@ -45,10 +42,10 @@ def dwconv_layernorm_op(
     norm_bias: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    if x.dtype == torch.float64 or _C is None:
+    if x.dtype == torch.float64:
         return reference.dwconv_layernorm(x, conv_weight, conv_bias, norm_weight, norm_bias, eps).to(x.dtype)
     out = torch.empty(x.shape, dtype=torch.float32)
-    _C.dwconv_layernorm(
+    _cpu_common.kernels().dwconv_layernorm(
         _f32(x), _f32(conv_weight), _f32(conv_bias), _f32(norm_weight), _f32(norm_bias), eps, out.numpy()
     )
     return out if x.dtype == torch.float32 else out.to(x.dtype)
@@ -66,7 +63,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps, dtype):
-    """The same gradients in torch ops, for float64 (gradcheck) and builds without ``_C``."""
+    """The same gradients in torch ops, for float64 (gradcheck)."""
     xt = x.to(dtype).transpose(1, 2)
     w, c = conv_weight.to(dtype), x.shape[-1]
     y = F.conv1d(xt, w, conv_bias.to(dtype), padding=KERNEL // 2, groups=c).transpose(1, 2)
@@ -96,7 +93,7 @@ def dwconv_layernorm_backward_op(
     bf16/fp16, computed in float32) runs the C++ backward, which recomputes the conv and its statistics row
     by row; float64 runs torch ops."""
     out_dtypes = (x.dtype, conv_weight.dtype, conv_bias.dtype, norm_weight.dtype, norm_bias.dtype)
-    if x.dtype == torch.float64 or _C is None:
+    if x.dtype == torch.float64:
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         grads = _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps, dtype)
         return tuple(g.to(dt) for g, dt in zip(grads, out_dtypes, strict=True))
@@ -108,7 +105,7 @@ def dwconv_layernorm_backward_op(
         torch.empty(c, dtype=torch.float32),
         torch.empty(c, dtype=torch.float32),
     )
-    _C.dwconv_layernorm_backward(
+    _cpu_common.kernels().dwconv_layernorm_backward(
         _f32(grad),
         _f32(x),
         _f32(conv_weight),
@@ -136,13 +133,6 @@ def _backward(ctx, grad):
 dwconv_layernorm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-# When True and autograd needs gradients of an all-float32 call, run the torch composition instead of the op
-# (the default before the C++ backward existed: the op's torch-op backward recomputed the conv and lost, see
-# benchmarks/README.md, "Training"). Off now that dwconv_layernorm_backward_op runs in C++; kept for
-# comparison (benchmarks/bench_training.py) and as an escape hatch.
-TRAIN_COMPOSITION = False
-
-
 def dwconv_layernorm(
     x: torch.Tensor,
     conv_weight: torch.Tensor,
@@ -155,7 +145,7 @@ def dwconv_layernorm(
     check_args(x, conv_weight, conv_bias)
     params = (x, conv_weight, conv_bias, norm_weight, norm_bias)
     if (
-        TRAIN_COMPOSITION
+        _cpu_common.TRAIN_COMPOSITION
         and all(p.dtype == torch.float32 for p in params)
         and torch.is_grad_enabled()
         and any(p.requires_grad for p in params)

@@ -78,7 +78,7 @@ def dwconv_layernorm_fwd(
     launch(
         dwconv_layernorm_fwd_kernel,
         INTERPRETER_CONFIG,
-        lambda meta: (b, triton.cdiv(t, meta["REDUCE_T"] * meta["SUBTILES"])),
+        lambda cfg: (b, triton.cdiv(t, cfg["REDUCE_T"] * cfg["SUBTILES"])),
         x, conv_weight, conv_bias, norm_weight, norm_bias, out, mean, rstd, t, c, bucket(t), 1.0 / c, eps,
         K=conv_weight.shape[-1], BLOCK_C=block_c, REDUCE_T=reduce_rows(block_c, x.element_size(), MAX_PER_THREAD),
     )  # fmt: skip
