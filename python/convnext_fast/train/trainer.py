@@ -223,6 +223,7 @@ class TrainResult:
     pooled: dict  # {"model": metrics, "baselines": {name: metrics}}
     wall_s: float
     train_samples_per_s: float
+    verdict: str = ""  # one line: model vs naive baselines, strategy vs buy-and-hold (test bars)
 
 
 def _iso(ms: int) -> str:
@@ -312,8 +313,18 @@ class _Fold:
         numerator, weight = distributed.all_reduce_sum([numerator, weight], self.ctx, self.device)
         return numerator / weight
 
-    def test_outputs(self, model) -> tuple[np.ndarray, np.ndarray]:
-        outputs, targets = loop.predict(model, self.test_loader, self.device, self.config.precision)
+    def raw_outputs(self, model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw model outputs and targets of every ``split`` window, in order (not sharded)."""
+        loader = self.test_loader
+        if split != "test":
+            dataset = self.datasets[split]
+            loader = _batches(dataset, range(len(dataset)), 4 * self.config.batch_size)
+        return loop.predict(model, loader, self.device, self.config.precision)
+
+    def test_outputs(self, model, raw=None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classification) or returns (regression) of the test windows, from ``raw``
+        (:meth:`raw_outputs`) when given."""
+        outputs, targets = raw if raw is not None else self.raw_outputs(model, "test")
         if self.config.task == "classification":
             return torch.softmax(torch.from_numpy(outputs), dim=1).numpy(), targets
         scale = np.asarray(self.target_scale, dtype=np.float32)
@@ -459,8 +470,10 @@ def _num_outputs(config: TrainConfig) -> int:
     return 3 if config.task == "classification" else len(config.horizons)
 
 
-def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict:
-    """Score the best-validation weights on the test windows (main process only) and save the fold."""
+def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path, candles=None) -> dict:
+    """Score the best-validation weights on the test windows (main process only) and save the fold.
+    With the run's ``candles`` (a single series) also choose τ on the validation windows and trade the
+    test windows at it (:mod:`.fold_trading`)."""
     if state["best_epoch"] < 0:
         raise FloatingPointError(
             f"fold {fold.k}: the validation loss was never finite; lower --lr or check the data"
@@ -472,15 +485,20 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
         device=fold.device,
         allow_universe=True,
     )
-    outputs, targets = fold.test_outputs(best_model)
+    raw_test = fold.raw_outputs(best_model, "test")
+    outputs, targets = fold.test_outputs(best_model, raw_test)
     end_idx = fold.end_idx["test"]
     scores = evaluate.score(config.task, outputs, targets, data.close, end_idx, fold.naive)
+    trading, traded = _trade_fold(fold, best_model, best_meta, raw_test[0], candles)
+    if trading:
+        best_meta = {**best_meta, "threshold": trading["threshold"]["threshold"]}
     np.savez(
         fold_dir / "predictions.npz",
         outputs=outputs,
         targets=targets,
         end_idx=end_idx,
         naive=np.broadcast_to(fold.naive, (len(end_idx), len(fold.naive))),
+        **traded,
     )
     result = {
         "fold": fold.k,
@@ -493,6 +511,7 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
         "train_s": state["train_s"],
         "test": scores,
         "checkpoint": str(fold_dir / "best.safetensors"),
+        **({"trading": trading} if trading else {}),
     }
     save_checkpoint(
         fold_dir / "best.safetensors",
@@ -503,6 +522,26 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
     return result
 
 
+def _trade_fold(fold: _Fold, model, meta: dict, raw_test: np.ndarray, candles) -> tuple[dict, dict]:
+    """``(record, arrays)``: τ chosen on the validation windows and the test windows traded at it; empty
+    for a universe (no single price series to trade)."""
+    if candles is None or isinstance(candles, dict) or len(raw_test) == 0:
+        return {}, {}
+    from ..trading.decision import DecisionPolicy
+    from ..trading.report import periods_per_year_from
+    from .fold_trading import choose_threshold, test_trading
+
+    ppy = periods_per_year_from(np.asarray(candles.start_ms))
+    policy = DecisionPolicy.from_meta(meta, 0.0, where=f"fold {fold.k}")
+    raw_val, _ = fold.raw_outputs(model, "val")
+    choice = choose_threshold(policy, fold.end_idx["val"], raw_val, candles, ppy)
+    record, strategy, hold = test_trading(
+        policy, choice.threshold, fold.end_idx["test"], raw_test, candles, ppy
+    )
+    arrays = {"strategy_returns": strategy, "hold_returns": hold, "periods_per_year": np.float64(ppy)}
+    return {"threshold": choice.to_dict(), "test": record}, arrays
+
+
 def pooled_scores(task: str, run_dir: Path, folds, close: np.ndarray) -> dict:
     """Metrics over the test bars of ``folds`` (a count: folds 0..n-1; or fold numbers) together, rebuilt
     from the saved predictions."""
@@ -510,6 +549,20 @@ def pooled_scores(task: str, run_dir: Path, folds, close: np.ndarray) -> dict:
     parts = [np.load(Path(run_dir) / f"fold_{k}" / "predictions.npz") for k in ks]
     cat = {key: np.concatenate([p[key] for p in parts]) for key in ("outputs", "targets", "end_idx", "naive")}
     return evaluate.score(task, cat["outputs"], cat["targets"], close, cat["end_idx"], cat["naive"])
+
+
+def _verdict(task: str, run_dir: Path, folds, results: list[dict], pooled: dict) -> str:
+    """The pooled test bars' verdict line (:mod:`convnext_fast.trading.verdict`), each fold trading at
+    the τ chosen on its own validation windows."""
+    from ..trading.verdict import skill_from_scores, verdict_line
+    from .fold_trading import pooled_market
+
+    ppy = [np.load(Path(run_dir) / f"fold_{k}" / "predictions.npz").get("periods_per_year") for k in folds]
+    market = None
+    if ppy and all(p is not None for p in ppy):
+        market = pooled_market(run_dir, folds, results, float(ppy[0]))
+    where = f"pooled test bars of {len(results)} fold(s), τ chosen on each fold's validation bars"
+    return verdict_line(skill_from_scores(task, pooled), market, where)
 
 
 def _samples_per_s(results: list[dict]) -> float:
@@ -626,7 +679,8 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             fold = _Fold(k, split, data, config, ctx, device)
             state = _train_fold(fold, config, data, log, fold_dir, progress)
             if ctx.is_main:
-                results.append(_finish_fold(fold, state, config, data, fold_dir))
+                single = None if isinstance(data, prepare.UniverseData) else candles
+                results.append(_finish_fold(fold, state, config, data, fold_dir, single))
             distributed.barrier(ctx)
     finally:
         log.close()
@@ -646,6 +700,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
                 pooled=pooled,
                 wall_s=time.perf_counter() - start,
                 train_samples_per_s=_samples_per_s(results),
+                verdict=_verdict(config.task, run_dir, done, results, pooled),
             )
     else:
         pooled = pooled_scores(config.task, run_dir, len(splits), data.close)
@@ -655,6 +710,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         pooled=pooled,
         wall_s=time.perf_counter() - start,
         train_samples_per_s=_samples_per_s(results),
+        verdict=_verdict(config.task, run_dir, [r["fold"] for r in results], results, pooled),
     )
     write_json(
         run_dir / "results.json",
@@ -665,6 +721,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             "train_samples_per_s": result.train_samples_per_s,
             "world_size": ctx.world_size,
             "device": str(device),
+            "verdict": result.verdict,
         },
     )
     return result
