@@ -152,6 +152,7 @@ def test_checkpoint_backtest_trades_only_its_out_of_sample_bars(rng, tmp_path, c
         "normalisation": norm,
         "window": 64,
         "ranges": {"test": [str(np.datetime64(int(candles.start_ms[i]), "ms")) for i in (test_start, -1)]},
+        "threshold": 0.5,  # what the trainer chose on validation bars: --threshold auto (the default) uses it
     }
     model = ConvNeXt1d(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1), drop_path_rate=0.0).eval()
     ckpt = str(save_checkpoint(tmp_path / "model.safetensors", model, meta))

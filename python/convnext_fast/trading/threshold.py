@@ -96,3 +96,44 @@ def select_threshold(
         total_return=tuple(total),
         n_trades=tuple(int(t) for t in trades),
     )
+
+
+AUTO = "auto"
+
+
+def threshold_option(text: str) -> float | str:
+    """argparse ``type`` of ``--threshold``: a number, or ``auto`` (the τ the checkpoint's trainer chose
+    on its validation bars)."""
+    if str(text).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(
+            f"expected a number (e.g. 0.45) or 'auto' (the checkpoint's validation-chosen τ), got {text!r}"
+        ) from None
+
+
+def resolve_threshold(
+    requested, meta: dict | None, where: str, fallback: float | None = None
+) -> tuple[float, str]:
+    """``(τ, where it came from)``. ``requested`` is a number, ``"auto"`` (the checkpoint's ``threshold``,
+    chosen on its validation bars) or None (auto with a checkpoint, else ``fallback``). ``auto`` without
+    a chosen τ is a :class:`UserError` naming the fix."""
+    from ..errors import UserError
+
+    if requested is not None and requested != AUTO:
+        return float(requested), "--threshold"
+    if meta is None:
+        if requested == AUTO or fallback is None:
+            raise UserError("--threshold auto needs a --checkpoint (its trainer chose τ); give a number")
+        return float(fallback), "the default (no checkpoint to take τ from)"
+    chosen = meta.get("threshold")
+    if chosen is None:
+        raise UserError(
+            f"{where} has no validation-chosen threshold (trained before τ was chosen, or a universe); "
+            "pass --threshold NUMBER"
+        )
+    return float(chosen), f"chosen on the validation bars of {where}"

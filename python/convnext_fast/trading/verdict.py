@@ -102,7 +102,9 @@ class MarketCheck:
 
     @property
     def beats_sharpe(self) -> bool:
-        return math.isfinite(self.sharpe) and (not math.isfinite(self.hold_sharpe) or self.sharpe > self.hold_sharpe)
+        return math.isfinite(self.sharpe) and (
+            not math.isfinite(self.hold_sharpe) or self.sharpe > self.hold_sharpe
+        )
 
     @property
     def warning(self) -> str | None:
@@ -197,10 +199,63 @@ def skill_from_scores(task: str, scores: dict) -> SkillCheck:
     return SkillCheck(task, int(model["n"]), model["direction_accuracy"], base["direction_accuracy"])
 
 
-def verdict_line(skill: SkillCheck | None, market: MarketCheck | None, where: str = "") -> str:
-    """One line: ``verdict[ where]: <skill>; <market>[; WARNING …]``."""
+def verdict_line(
+    skill: SkillCheck | None, market: MarketCheck | None, where: str = "", no_skill: str = ""
+) -> str:
+    """One line: ``verdict (where): <skill>; <market>[; WARNING …]``; ``no_skill`` says why a missing
+    skill check is missing."""
     parts = [x.phrase() for x in (skill, market) if x is not None]
+    if skill is None and no_skill:
+        parts.insert(0, f"no baseline comparison ({no_skill})")
     if market is not None and market.warning:
         parts.append("WARNING " + market.warning)
     head = f"verdict ({where})" if where else "verdict"
     return f"{head}: " + ("; ".join(parts) if parts else "nothing to judge")
+
+
+def _train_bars(meta: dict, start_ms: np.ndarray) -> np.ndarray:
+    """Mask of the bars inside the checkpoint's train range (empty when it names none)."""
+    train = (meta.get("ranges") or {}).get("train")
+    if not train:
+        return np.zeros(len(start_ms), dtype=bool)
+    lo, hi = (np.datetime64(t, "ms").astype(np.int64) for t in train)
+    return (start_ms >= lo) & (start_ms <= hi)
+
+
+def checkpoint_skill(meta: dict, candles, probs, pred, first: int) -> tuple[SkillCheck | None, str]:
+    """``(check or None, why none)`` of a checkpoint's outputs on the traded bars ``first:`` of
+    ``candles``: labels remade with the checkpoint's own label spec; the naive predictor fitted on the bars
+    of its train range (so ``--data`` must hold them). ``probs [N, 3]`` (classification) or ``pred [N]``
+    (regression forecast returns), NaN where the model had no complete window."""
+    from ..data.labels import LabelSpec, make_labels, regression_targets
+
+    start_ms = np.asarray(candles.start_ms, dtype=np.int64)
+    in_train = _train_bars(meta, start_ms)
+    task = (meta.get("model") or {}).get("task", meta.get("task", "classification"))
+    spec = meta.get("label_spec") or {}
+    traded = np.zeros(len(start_ms), dtype=bool)
+    traded[first:] = True
+    if task == "classification":
+        if not spec or probs is None:
+            return None, "the checkpoint has no label spec to score accuracy with"
+        labels = make_labels(candles.close, candles.high, candles.low, LabelSpec.from_dict(spec))
+        train_labels = labels[in_train & (labels >= 0)]
+        if len(train_labels) == 0:
+            return (
+                None,
+                "--data does not hold the checkpoint's training bars (the majority class comes from them)",
+            )
+        scored = traded & (labels >= 0) & np.isfinite(probs).all(axis=1)
+        if not scored.any():
+            return None, "no traded bar has both a model output and a known label"
+        prior = np.bincount(train_labels, minlength=3) / len(train_labels)
+        return classification_skill(labels[scored], probs[scored], prior), ""
+    horizons = spec.get("horizons") or (meta.get("train_config") or {}).get("horizons") or [1]
+    target = regression_targets(candles.close, [int(horizons[0])])[:, 0].astype(np.float64)
+    train_target = target[in_train & np.isfinite(target)]
+    if len(train_target) == 0:
+        return None, "--data does not hold the checkpoint's training bars (the naive sign comes from them)"
+    scored = traded & np.isfinite(target) & np.isfinite(pred)
+    if not (scored & (target != 0)).any():
+        return None, "no traded bar has both a model forecast and a known return"
+    return regression_skill(pred[scored], target[scored], float(np.sign(train_target.mean()) or 1.0)), ""
