@@ -240,8 +240,23 @@ def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding)
         )
 
 
+def _portfolio_threshold(args) -> float | None:
+    """The number ``--threshold`` (or ``auto``) means for the portfolio path, said once."""
+    if not args.checkpoint:
+        return args.threshold if isinstance(args.threshold, float) else DEFAULT_THRESHOLD
+    meta = None
+    if not isinstance(args.threshold, float):
+        from ..train import load_checkpoint
+
+        _, meta = load_checkpoint(args.checkpoint, allow_universe=True)
+    tau, source = resolve_threshold(args.threshold, meta, f"checkpoint {args.checkpoint}")
+    print(f"τ = {tau:g} ({source})")
+    return tau
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "symbols", None):
+        args.threshold = _portfolio_threshold(args)
         return run_portfolio_cli(args)
     config = config_from_args(args)
     thresholds = _sweep_thresholds(args)
