@@ -224,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(config)
     if result is not None:  # None on the non-main processes of a torchrun job
         print(results_table(config.task, result.folds, result.pooled))
+        print(f"\n{result.verdict}")
         pooled = result.run_dir / "results.json"
         where = (
             f"results in {pooled}"

@@ -37,7 +37,7 @@ from . import distributed, evaluate, inputs, loop, prepare
 from .checkpoint import build_model, load_checkpoint, restore_training_state, save_checkpoint
 from .losses import REGRESSION_LOSSES, classification_loss, regression_loss
 from .optim import build_ema, build_optimizer
-from .progress import EpochLog, progress_enabled
+from .progress import EpochLog, Eta, progress_enabled
 from .records import write_json
 from .schedule import warmup_cosine_lr, warmup_steps_for
 
@@ -665,7 +665,9 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         raise UserError(f"fold must be in [0, {len(splits)}), got {config.fold}")
     progress = progress_enabled(config.progress) and ctx.is_main
     log_dir = run_dir / f"fold_{config.fold}" if one_fold else run_dir
-    log = EpochLog(log_dir, tensorboard=config.tensorboard and ctx.is_main, echo=not progress)
+    # One line per epoch on stderr, on a terminal too (where the batch bar is transient): it stays.
+    eta = Eta(folds=1 if one_fold else len(splits), epochs=config.epochs)
+    log = EpochLog(log_dir, tensorboard=config.tensorboard and ctx.is_main, echo=ctx.is_main, eta=eta)
     results = []
     try:
         for k, split in enumerate(splits):
@@ -674,6 +676,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             fold_dir = run_dir / f"fold_{k}"
             if config.resume and (fold_dir / "result.json").is_file():
                 results.append(json.loads((fold_dir / "result.json").read_text()))
+                eta.fold_finished()
                 continue
             fold_dir.mkdir(parents=True, exist_ok=True)
             fold = _Fold(k, split, data, config, ctx, device)
@@ -681,6 +684,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             if ctx.is_main:
                 single = None if isinstance(data, prepare.UniverseData) else candles
                 results.append(_finish_fold(fold, state, config, data, fold_dir, single))
+            eta.fold_finished()
             distributed.barrier(ctx)
     finally:
         log.close()

@@ -1,0 +1,76 @@
+"""τ is chosen on each fold's validation bars (never its test bars) through the one decision path, stored
+in the checkpoint, and the test bars are traded at it against buy-and-hold on the same bars."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from convnext_fast.data.synthetic import synthetic_candles
+from convnext_fast.trading.backtest import run_backtest
+from convnext_fast.trading.decision import DecisionPolicy
+from convnext_fast.trading.threshold import select_threshold
+from convnext_fast.train import load_checkpoint, prepare, train
+from convnext_fast.train.fold_trading import per_bar
+from convnext_fast.train.inputs import FeatureSpec, WindowDataset, feature_matrix
+
+from .test_trainer import tiny_config
+
+HOURS = 24 * 365
+
+
+def _raw_outputs(model, meta, candles, end_idx):
+    features = prepare.apply_normalisation(
+        feature_matrix(candles, FeatureSpec.from_dict(meta["feature_spec"])), meta["normalisation"]
+    )
+    ds = WindowDataset(features, np.zeros(len(candles), np.int64), end_idx, window=meta["window"])
+    x, _ = ds[np.arange(len(ds))]
+    with torch.no_grad():
+        return model(x).double().numpy()
+
+
+def test_threshold_is_chosen_on_validation_bars_and_test_bars_are_traded_at_it(tmp_path, rng):
+    candles = synthetic_candles(2400, seed=int(rng.integers(2**31)))
+    config = tiny_config(tmp_path / "run", folds=1, epochs=1)
+    result = train(config, candles=candles)
+    fold = result.folds[0]
+    trading = fold["trading"]
+    model, meta = load_checkpoint(fold["checkpoint"], fused=False)
+    tau = trading["threshold"]["threshold"]
+    assert meta["threshold"] == tau == trading["test"]["threshold"]
+    assert fold["ranges"]["val"][1] < fold["ranges"]["test"][0]  # the bars τ was chosen on precede the test
+
+    # The same split the trainer made; τ re-chosen here from the validation windows alone must agree.
+    data = prepare.prepare_data(
+        candles, task="classification", window=config.window, stride=config.stride,
+        feature_spec=config.feature_spec(), label_spec=config.label_spec(), max_windows=config.max_windows,
+    )  # fmt: skip
+    split = prepare.fold_end_bars(data, folds=1, window=config.window)[0]
+    policy = DecisionPolicy.from_meta(meta, 0.5)
+    first, last, rows = per_bar(split["val"], _raw_outputs(model, meta, candles, split["val"]))
+    c = candles[first : last + 1]
+    again = select_threshold(policy, rows, c.open, c.high, c.low, c.close, periods_per_year=HOURS)
+    assert again.threshold == tau and list(again.n_trades) == list(trading["threshold"]["n_trades"])
+
+    # The test record is the backtest of the test windows at τ, next to buy-and-hold on those bars.
+    first, last, rows = per_bar(split["test"], _raw_outputs(model, meta, candles, split["test"]))
+    c = candles[first : last + 1]
+    signals, _, _ = DecisionPolicy("classification", 3, tau).batch(rows)
+    m = run_backtest(c.open, c.high, c.low, c.close, signals).metrics(HOURS)
+    record = trading["test"]
+    assert record["n_trades"] == m.total_trades
+    assert record["total_return"] == pytest.approx(m.total_return, rel=1e-9, abs=1e-12)
+    assert record["hold_return"] == pytest.approx(c.close[-1] / c.close[0] - 1, rel=1e-12)
+    assert "buy-and-hold" in result.verdict and "majority class" in result.verdict
+
+
+def test_regression_threshold_lives_on_the_predicted_return_scale(tmp_path, rng):
+    candles = synthetic_candles(2400, seed=int(rng.integers(2**31)))
+    result = train(tiny_config(tmp_path / "run", folds=1, epochs=1, task="regression"), candles=candles)
+    choice = result.folds[0]["trading"]["threshold"]
+    _, meta = load_checkpoint(result.folds[0]["checkpoint"], fused=False)
+    assert meta["threshold"] == choice["threshold"] in choice["grid"]
+    assert 0.0 <= choice["threshold"] < 0.05  # a return (hourly bars), never a probability like 0.5
+    assert max(choice["n_trades"]) > 0
+    assert "train-mean sign" in result.verdict
