@@ -349,6 +349,8 @@ def _holdout_skill(checkpoint: str, candles, meta: dict, holdout: int, threshold
     outputs, _ = model_outputs(checkpoint, candles)
     policy = DecisionPolicy.from_meta(meta, threshold, where=f"checkpoint {checkpoint}")
     _, probs, score = policy.batch(outputs)
+    if probs is not None:  # only bars the model predicted are scored (the others are Hold by default)
+        probs = np.where(np.isfinite(outputs).all(axis=1)[:, None], probs, np.nan)
     return checkpoint_skill(
         meta, candles, probs, None if policy.classification else score, len(candles) - holdout
     )

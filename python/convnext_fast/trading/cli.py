@@ -133,6 +133,7 @@ class _Decisions:
     probs: np.ndarray | None
     meta: dict | None = None
     pred: np.ndarray | None = None  # regression forecasts (returns), for the verdict
+    known: np.ndarray | None = None  # bars with a model output (others are Hold without a prediction)
     threshold: float | None = None
     source: str = ""  # where τ came from, said on every report
 
@@ -150,7 +151,9 @@ def _decisions(args, candles) -> _Decisions:
     tau, source = resolve_threshold(args.threshold, meta, where)
     policy = DecisionPolicy.from_meta(meta, tau, where=where)
     signals, probs, score = policy.batch(outputs)
-    return _Decisions(signals, probs, meta, None if policy.classification else score, tau, source)
+    known = np.isfinite(outputs).all(axis=1)
+    pred = None if policy.classification else score
+    return _Decisions(signals, probs, meta, pred=pred, threshold=tau, source=source, known=known)
 
 
 def first_traded_ms(start: str | None, meta: dict | None) -> tuple[int | None, str | None]:
@@ -279,7 +282,11 @@ def run(args: argparse.Namespace) -> int:
     )
     skill, no_skill = None, ""
     if decided.meta is not None:
-        skill, no_skill = checkpoint_skill(decided.meta, full, decided.probs, decided.pred, first)
+        # only bars the model predicted are scored (the decision path fills the others with Hold)
+        probs_scored = (
+            None if decided.probs is None else np.where(decided.known[:, None], decided.probs, np.nan)
+        )
+        skill, no_skill = checkpoint_skill(decided.meta, full, probs_scored, decided.pred, first)
     m = result.metrics(ppy)
     market = market_check(m, c.close, ppy)
     path = write_report(

@@ -226,7 +226,8 @@ def checkpoint_skill(meta: dict, candles, probs, pred, first: int) -> tuple[Skil
     """``(check or None, why none)`` of a checkpoint's outputs on the traded bars ``first:`` of
     ``candles``: labels remade with the checkpoint's own label spec; the naive predictor fitted on the bars
     of its train range (so ``--data`` must hold them). ``probs [N, 3]`` (classification) or ``pred [N]``
-    (regression forecast returns), NaN where the model had no complete window."""
+    (regression forecast returns), NaN where the model had no complete window (rows the decision path
+    filled with Hold must be NaN here, or they would be scored as Hold predictions)."""
     from ..data.labels import LabelSpec, make_labels, regression_targets
 
     start_ms = np.asarray(candles.start_ms, dtype=np.int64)
