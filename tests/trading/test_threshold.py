@@ -50,8 +50,11 @@ def test_selection_ignores_a_tau_that_trades_too_rarely(rng):
     # every grid row is what the one decision path and the backtest give at that τ
     for j in (0, k, len(choice.grid) - 1):
         signals, _, _ = DecisionPolicy("classification", 3, choice.grid[j]).batch(outputs)
-        m = run_backtest(o, h, lo, c, signals, 1.0, BacktestConfig()).metrics(8760)
-        assert m.total_trades == choice.n_trades[j] and m.total_return == choice.total_return[j]
+        result = run_backtest(o, h, lo, c, signals, 1.0, BacktestConfig())
+        assert len(result.trades) == choice.n_trades[j]
+        assert result.equity[-1] / result.equity[0] - 1 == choice.total_return[j]
+        if (result.equity <= 0).any():  # a τ that wipes the account out must never win
+            assert choice.sharpe[j] == -np.inf and j != k
     eligible = [j for j, t in enumerate(choice.n_trades) if t >= 30]
     assert choice.sharpe[k] == max(choice.sharpe[j] for j in eligible)
     assert ">= 30 trades" in choice.rule

@@ -3,6 +3,8 @@ in the checkpoint, and the test bars are traded at it against buy-and-hold on th
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -37,8 +39,10 @@ def test_threshold_is_chosen_on_validation_bars_and_test_bars_are_traded_at_it(t
     fold = result.folds[0]
     trading = fold["trading"]
     model, meta = load_checkpoint(fold["checkpoint"], fused=False)
-    tau = trading["threshold"]["threshold"]
+    tau = trading["threshold"]
     assert meta["threshold"] == tau == trading["test"]["threshold"]
+    tried = json.loads((tmp_path / "run" / "fold_0" / "threshold.json").read_text())
+    assert tried["threshold"] == tau and tried["rule"] == trading["threshold_rule"]
     assert fold["ranges"]["val"][1] < fold["ranges"]["test"][0]  # the bars τ was chosen on precede the test
 
     # The same split the trainer made; τ re-chosen here from the validation windows alone must agree.
@@ -51,7 +55,7 @@ def test_threshold_is_chosen_on_validation_bars_and_test_bars_are_traded_at_it(t
     first, last, rows = per_bar(split["val"], _raw_outputs(model, meta, candles, split["val"]))
     c = candles[first : last + 1]
     again = select_threshold(policy, rows, c.open, c.high, c.low, c.close, periods_per_year=HOURS)
-    assert again.threshold == tau and list(again.n_trades) == list(trading["threshold"]["n_trades"])
+    assert again.threshold == tau and list(again.n_trades) == tried["n_trades"]
 
     # The test record is the backtest of the test windows at τ, next to buy-and-hold on those bars.
     first, last, rows = per_bar(split["test"], _raw_outputs(model, meta, candles, split["test"]))
@@ -68,7 +72,7 @@ def test_threshold_is_chosen_on_validation_bars_and_test_bars_are_traded_at_it(t
 def test_regression_threshold_lives_on_the_predicted_return_scale(tmp_path, rng):
     candles = synthetic_candles(2400, seed=int(rng.integers(2**31)))
     result = train(tiny_config(tmp_path / "run", folds=1, epochs=1, task="regression"), candles=candles)
-    choice = result.folds[0]["trading"]["threshold"]
+    choice = json.loads((tmp_path / "run" / "fold_0" / "threshold.json").read_text())
     _, meta = load_checkpoint(result.folds[0]["checkpoint"], fused=False)
     assert meta["threshold"] == choice["threshold"] in choice["grid"]
     assert 0.0 <= choice["threshold"] < 0.05  # a return (hourly bars), never a probability like 0.5

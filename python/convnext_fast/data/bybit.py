@@ -72,7 +72,7 @@ class BybitClient:
     100 requests / 5 s, a sixth of Bybit's 600 / 5 s IP limit); with ``shared_rate_limit`` (default) that
     pace is one schedule shared by every client and process on this machine that talks to the same host
     (:mod:`convnext_fast.data.ratelimit`), since Bybit counts requests per IP. ``progress`` None shows a bar only on a TTY;
-    ``on_retry`` is told one line before each retry wait (default: a logged warning).
+    ``on_retry`` is told one line before each retry wait (default: logged at INFO).
     ``ping_interval``/``ping_timeout``/``reconnect_delay``/``max_reconnect_delay`` tune the stream (see
     :mod:`convnext_fast.data.bybit_ws`); tests shrink them."""
 
@@ -276,8 +276,8 @@ class BybitClient:
     def _report_retry(self, message: str) -> None:
         if self.on_retry is not None:
             self.on_retry(message)
-        else:
-            log.warning("%s", message)
+        else:  # info: the live loop's auto source probes the network and must not start with a warning
+            log.info("%s", message)
 
     def _pace(self) -> None:
         if self._limiter is not None:

@@ -246,7 +246,7 @@ def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding)
 def _portfolio_threshold(args) -> float | None:
     """The number ``--threshold`` (or ``auto``) means for the portfolio path, said once."""
     if not args.checkpoint:
-        return args.threshold if isinstance(args.threshold, float) else DEFAULT_THRESHOLD
+        return resolve_threshold(args.threshold, None, "--probs", fallback=DEFAULT_THRESHOLD)[0]
     meta = None
     if not isinstance(args.threshold, float):
         from ..train import load_checkpoint

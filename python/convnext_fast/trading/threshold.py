@@ -53,6 +53,16 @@ def threshold_grid(policy: DecisionPolicy, outputs: np.ndarray) -> np.ndarray:
     return np.unique(np.minimum(np.quantile(pred, REGRESSION_QUANTILES), 0.999))
 
 
+def backtest_summary(result, periods_per_year: float) -> tuple[float, float, int]:
+    """``(total return, Sharpe, trades)`` of a backtest; an account wiped out (equity <= 0, which the
+    return-based metrics refuse) scores a Sharpe of -inf, so no τ that ruins it is ever chosen."""
+    equity = result.equity
+    if (equity <= 0).any():
+        return float(equity[-1] / equity[0] - 1.0), float("-inf"), len(result.trades)
+    m = result.metrics(periods_per_year)
+    return float(m.total_return), float(m.sharpe), int(m.total_trades)
+
+
 def select_threshold(
     policy: DecisionPolicy,
     outputs,
@@ -74,10 +84,10 @@ def select_threshold(
     for tau in grid:
         signals, _, _ = DecisionPolicy(policy.task, policy.n_outputs, float(tau), policy.scale).batch(outputs)
         result = run_backtest(open_, high, low, close, signals, 1.0, config)
-        m = result.metrics(periods_per_year)
-        sharpe.append(float(m.sharpe))
-        total.append(float(m.total_return))
-        trades.append(int(m.total_trades))
+        total_return, ratio, n_trades = backtest_summary(result, periods_per_year)
+        sharpe.append(ratio)
+        total.append(total_return)
+        trades.append(n_trades)
     s, n = np.asarray(sharpe), np.asarray(trades)
     enough = n >= min_trades
     if enough.any():

@@ -33,23 +33,22 @@ def choose_threshold(policy, end_idx, outputs, candles, periods_per_year: float)
 
 def test_trading(policy, threshold: float, end_idx, outputs, candles, periods_per_year: float):
     """``(record, strategy_returns, hold_returns)`` of the test windows traded at ``threshold`` (fees
-    included, default :class:`~convnext_fast.trading.backtest.BacktestConfig`)."""
+    included, default :class:`~convnext_fast.trading.backtest.BacktestConfig`). The record holds only
+    numbers that always exist (a Sharpe can be undefined; the verdict computes it from the returns)."""
     from ..trading.backtest import run_backtest
     from ..trading.decision import DecisionPolicy
-    from ..trading.verdict import market_check
+    from ..trading.threshold import backtest_summary
 
     first, last, rows = per_bar(end_idx, outputs)
     c = candles[first : last + 1]
     signals, _, _ = DecisionPolicy(policy.task, policy.n_outputs, threshold, policy.scale).batch(rows)
     result = run_backtest(c.open, c.high, c.low, c.close, signals, 1.0)
-    check = market_check(result.metrics(periods_per_year), c.close, periods_per_year)
+    total_return, _, n_trades = backtest_summary(result, periods_per_year)
     record = {
         "threshold": threshold,
-        "total_return": check.total_return,
-        "sharpe": check.sharpe if np.isfinite(check.sharpe) else None,
-        "n_trades": check.n_trades,
-        "hold_return": check.hold_return,
-        "hold_sharpe": check.hold_sharpe if np.isfinite(check.hold_sharpe) else None,
+        "total_return": total_return,
+        "n_trades": n_trades,
+        "hold_return": float(c.close[-1] / c.close[0] - 1.0),
     }
     return record, result.returns, np.diff(c.close) / c.close[:-1]
 

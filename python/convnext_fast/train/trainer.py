@@ -489,9 +489,9 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path, candles
     outputs, targets = fold.test_outputs(best_model, raw_test)
     end_idx = fold.end_idx["test"]
     scores = evaluate.score(config.task, outputs, targets, data.close, end_idx, fold.naive)
-    trading, traded = _trade_fold(fold, best_model, best_meta, raw_test[0], candles)
+    trading, traded = _trade_fold(fold, best_model, best_meta, raw_test[0], candles, fold_dir)
     if trading:
-        best_meta = {**best_meta, "threshold": trading["threshold"]["threshold"]}
+        best_meta = {**best_meta, "threshold": trading["threshold"]}
     np.savez(
         fold_dir / "predictions.npz",
         outputs=outputs,
@@ -522,9 +522,11 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path, candles
     return result
 
 
-def _trade_fold(fold: _Fold, model, meta: dict, raw_test: np.ndarray, candles) -> tuple[dict, dict]:
-    """``(record, arrays)``: τ chosen on the validation windows and the test windows traded at it; empty
-    for a universe (no single price series to trade)."""
+def _trade_fold(
+    fold: _Fold, model, meta: dict, raw_test: np.ndarray, candles, fold_dir: Path
+) -> tuple[dict, dict]:
+    """``(record, arrays)``: τ chosen on the validation windows (every τ tried in ``threshold.json``) and
+    the test windows traded at it; empty for a universe (no single price series to trade)."""
     if candles is None or isinstance(candles, dict) or len(raw_test) == 0:
         return {}, {}
     from ..trading.decision import DecisionPolicy
@@ -539,7 +541,8 @@ def _trade_fold(fold: _Fold, model, meta: dict, raw_test: np.ndarray, candles) -
         policy, choice.threshold, fold.end_idx["test"], raw_test, candles, ppy
     )
     arrays = {"strategy_returns": strategy, "hold_returns": hold, "periods_per_year": np.float64(ppy)}
-    return {"threshold": choice.to_dict(), "test": record}, arrays
+    write_json(fold_dir / "threshold.json", choice.to_dict())
+    return {"threshold": choice.threshold, "threshold_rule": choice.rule, "test": record}, arrays
 
 
 def pooled_scores(task: str, run_dir: Path, folds, close: np.ndarray) -> dict:
