@@ -78,3 +78,20 @@ def test_regression_threshold_lives_on_the_predicted_return_scale(tmp_path, rng)
     assert 0.0 <= choice["threshold"] < 0.05  # a return (hourly bars), never a probability like 0.5
     assert max(choice["n_trades"]) > 0
     assert "train-mean sign" in result.verdict
+
+
+def test_trading_table_lists_each_folds_tau_and_its_test_trading():
+    from convnext_fast.train.summary import trading_table
+
+    traded = {
+        "fold": 0,
+        "ranges": {"test": ["2024-01-01T00:00:00.000", "2024-02-01T00:00:00.000"]},
+        "trading": {
+            "threshold": 0.42,
+            "test": {"n_trades": 31, "total_return": 0.0123, "hold_return": -0.05},
+        },
+    }
+    table = trading_table([traded, {"fold": 1, "ranges": traded["ranges"]}])
+    assert "| fold 0 (2024-01-01..2024-02-01) | 0.42 | 31 | +1.23% | -5.00% |" in table
+    assert "fold 1" not in table  # a fold without trading (a universe) is not invented
+    assert trading_table([{"fold": 1}]) == ""
