@@ -52,13 +52,17 @@ def test_threshold_is_chosen_on_validation_bars_and_test_bars_are_traded_at_it(t
     )  # fmt: skip
     split = prepare.fold_end_bars(data, folds=1, window=config.window)[0]
     policy = DecisionPolicy.from_meta(meta, 0.5)
-    first, last, rows = per_bar(split["val"], _raw_outputs(model, meta, candles, split["val"]))
+    # every bar of the validation range decides (as in the backtest), not only the --stride sampled ones
+    val_bars = np.arange(split["val"].min(), split["val"].max() + 1)
+    assert config.stride > 1 and len(val_bars) > len(split["val"])
+    first, last, rows = per_bar(val_bars, _raw_outputs(model, meta, candles, val_bars))
     c = candles[first : last + 1]
     again = select_threshold(policy, rows, c.open, c.high, c.low, c.close, periods_per_year=HOURS)
     assert again.threshold == tau and list(again.n_trades) == tried["n_trades"]
 
     # The test record is the backtest of the test windows at τ, next to buy-and-hold on those bars.
-    first, last, rows = per_bar(split["test"], _raw_outputs(model, meta, candles, split["test"]))
+    test_bars = np.arange(split["test"].min(), split["test"].max() + 1)
+    first, last, rows = per_bar(test_bars, _raw_outputs(model, meta, candles, test_bars))
     c = candles[first : last + 1]
     signals, _, _ = DecisionPolicy("classification", 3, tau).batch(rows)
     m = run_backtest(c.open, c.high, c.low, c.close, signals).metrics(HOURS)

@@ -257,6 +257,8 @@ class _Fold:
             self.target_scale = prepare.target_scale(targets, self.end_idx["train"])
             targets = (targets / np.asarray(self.target_scale, dtype=np.float32)).astype(np.float32)
             self.criterion = regression_loss(config.regression_loss)
+        # kept to trade every bar of a split (single series), whatever --stride sampled for training
+        self.features, self.targets = (None, None) if universe else (features, targets)
         if universe:
             self.datasets = {
                 n: inputs.UniverseWindowDataset(data.universe, targets, idx, config.window)
@@ -320,6 +322,17 @@ class _Fold:
             dataset = self.datasets[split]
             loader = _batches(dataset, range(len(dataset)), 4 * self.config.batch_size)
         return loop.predict(model, loader, self.device, self.config.precision)
+
+    def every_bar_outputs(self, model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(end bars, raw outputs)`` of a window ending at every bar from ``split``'s first window end to
+        its last: the backtest decides at every bar, so τ is chosen (and tested) the same way even when
+        ``--stride`` trained on every k-th window only."""
+        idx = self.end_idx[split]
+        bars = np.arange(idx.min(), idx.max() + 1)
+        dataset = inputs.WindowDataset(self.features, self.targets, bars, window=self.config.window)
+        loader = _batches(dataset, range(len(dataset)), 4 * self.config.batch_size)
+        outputs, _ = loop.predict(model, loader, self.device, self.config.precision)
+        return dataset.end_idx, outputs
 
     def test_outputs(self, model, raw=None) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (classification) or returns (regression) of the test windows, from ``raw``
@@ -489,7 +502,7 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path, candles
     outputs, targets = fold.test_outputs(best_model, raw_test)
     end_idx = fold.end_idx["test"]
     scores = evaluate.score(config.task, outputs, targets, data.close, end_idx, fold.naive)
-    trading, traded = _trade_fold(fold, best_model, best_meta, raw_test[0], candles, fold_dir)
+    trading, traded = _trade_fold(fold, best_model, best_meta, candles, fold_dir)
     if trading:
         best_meta = {**best_meta, "threshold": trading["threshold"]}
     np.savez(
@@ -522,12 +535,11 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path, candles
     return result
 
 
-def _trade_fold(
-    fold: _Fold, model, meta: dict, raw_test: np.ndarray, candles, fold_dir: Path
-) -> tuple[dict, dict]:
-    """``(record, arrays)``: τ chosen on the validation windows (every τ tried in ``threshold.json``) and
-    the test windows traded at it; empty for a universe (no single price series to trade)."""
-    if candles is None or isinstance(candles, dict) or len(raw_test) == 0:
+def _trade_fold(fold: _Fold, model, meta: dict, candles, fold_dir: Path) -> tuple[dict, dict]:
+    """``(record, arrays)``: τ chosen on the validation bars (every τ tried in ``threshold.json``) and the
+    test bars traded at it, deciding at every bar as the backtest does; empty for a universe (no single
+    price series to trade)."""
+    if candles is None or isinstance(candles, dict) or fold.features is None:
         return {}, {}
     from ..trading.decision import DecisionPolicy
     from ..trading.report import periods_per_year_from
@@ -535,10 +547,9 @@ def _trade_fold(
 
     ppy = periods_per_year_from(np.asarray(candles.start_ms))
     policy = DecisionPolicy.from_meta(meta, 0.0, where=f"fold {fold.k}")
-    raw_val, _ = fold.raw_outputs(model, "val")
-    choice = choose_threshold(policy, fold.end_idx["val"], raw_val, candles, ppy)
+    choice = choose_threshold(policy, *fold.every_bar_outputs(model, "val"), candles, ppy)
     record, strategy, hold = test_trading(
-        policy, choice.threshold, fold.end_idx["test"], raw_test, candles, ppy
+        policy, choice.threshold, *fold.every_bar_outputs(model, "test"), candles, ppy
     )
     arrays = {"strategy_returns": strategy, "hold_returns": hold, "periods_per_year": np.float64(ppy)}
     write_json(fold_dir / "threshold.json", choice.to_dict())
