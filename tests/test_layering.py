@@ -1,5 +1,7 @@
-"""The package's import graph keeps its layers: features → data → model (reference, ops, backends) → train →
-trading → live, with the command-line and demo modules on top. A module may import from its own layer or
+"""The package's import graph keeps its layers: features → data → model (reference, ops, backends) → trading
+→ train → live, with the command-line and demo modules on top. Trading sits below training because the
+trainer chooses each fold's decision threshold with the backtest; trading reads a checkpoint's metadata only
+through the structural type ``trading.model_meta.ModelMeta``. A module may import from its own layer or
 a lower one, never a higher one, and no two modules may import each other, directly or round a loop.
 
 Imports inside functions count (a lazy import is still a dependency); imports under ``if TYPE_CHECKING:``
@@ -15,7 +17,7 @@ import pytest
 
 PACKAGE = "convnext_fast"
 ROOT = Path(__file__).resolve().parents[1] / "python"
-LAYERS = ("base", "features", "data", "model", "train", "trading", "live", "app")
+LAYERS = ("base", "features", "data", "model", "trading", "train", "live", "app")
 # Modules outside the layer their folder implies, and why.
 PLACED = {
     "convnext_fast": "app",  # the public face: re-exports from every layer
@@ -28,6 +30,11 @@ PLACED = {
     "convnext_fast.demo_summary": "app",
     # Hyper-parameter search scores trained folds by backtest: an application of train and trading.
     "convnext_fast.train.tune": "app",
+    # Batch prediction loads a checkpoint and decides through trading: the train layer's reader.
+    "convnext_fast.prediction": "train",
+    # The backtest command lines load checkpoints (train) and trade (trading).
+    "convnext_fast.trading.cli": "app",
+    "convnext_fast.trading.portfolio_cli": "app",
 }
 FOLDER_LAYER = {
     "features": "features",

@@ -55,7 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="use only the newest N candles of --data (default: all in full mode, 2400 with --quick)",
     )
-    parser.add_argument("--threshold", type=float, default=0.4, help="signal confidence threshold τ")
+    from .trading.threshold import threshold_option
+
+    parser.add_argument(
+        "--threshold",
+        type=threshold_option,
+        default="auto",
+        help="signal confidence threshold τ, or 'auto' (default): the τ the trainer chose on the validation "
+        "bars of the fold whose model is traded",
+    )
     # One thread by default: on the shared 2-core box a second intra-op thread made training 5-10x slower
     # (7 vs 70 samples/s measured under load); raise it on a machine of your own.
     parser.add_argument("--threads", type=int, default=1, help="training threads")
@@ -143,12 +151,20 @@ def _train(args, size: DemoSize, candles, out: Path):
 
 
 def _backtest(
-    checkpoint: str, context, holdout_from: int, threshold: float, title: str, out: Path, args=None
+    checkpoint: str,
+    context,
+    holdout_from: int,
+    threshold: float,
+    title: str,
+    out: Path,
+    args=None,
+    verdict=None,
 ):
-    """Backtest the held-out bars with the trading engineer's batch path; returns (result, metrics, signals)."""
+    """Backtest the held-out bars with the trading engineer's batch path; returns (report, result, metrics,
+    signals). ``verdict`` (report keyword arguments: τ source, skill) heads the report."""
     from .data.funding import funding_for_bars
+    from .prediction import checkpoint_decisions  # the backtest command's decision path
     from .trading.backtest import BacktestConfig, run_backtest
-    from .trading.prediction import checkpoint_decisions  # the backtest command's decision path
     from .trading.report import periods_per_year_from, write_report
     from .trading.sizing import SizingRule, sizing_from_args
 
@@ -181,8 +197,18 @@ def _backtest(
         funding=funding,
         timestamps_ms=c.start_ms,
     )
-    report = write_report(result, c.start_ms, c.close, out / "report", periods_per_year=ppy, title=title)
-    return report, result.metrics(ppy), signals
+    report = write_report(
+        result,
+        c.start_ms,
+        c.close,
+        out / "report",
+        periods_per_year=ppy,
+        title=title,
+        checkpoint=checkpoint,
+        threshold=threshold,
+        **(verdict or {}),
+    )
+    return report, result, result.metrics(ppy), signals
 
 
 def _live_replay(
@@ -217,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
 
         return run_universe_demo(args)
     from .data.store import CandleStore
+    from .trading.report import periods_per_year_from, write_trades_csv
+    from .trading.threshold import resolve_threshold
+    from .trading.verdict import market_check, verdict_line
     from .train import load_checkpoint
 
     started = time.perf_counter()
@@ -238,7 +267,17 @@ def run(args: argparse.Namespace) -> int:
     need = meta.feature_spec.warmup + size.window + 8  # = LiveEngine.history_needed
     context = candles[-(size.holdout + need) :]
     title = f"convnext_fast demo backtest — {'SYNTHETIC market (not real data)' if is_synthetic else label}"
-    report, metrics, bt_signals = _backtest(checkpoint, context, need, args.threshold, title, out, args)
+    threshold, source = resolve_threshold(args.threshold, meta, f"checkpoint {checkpoint}")
+    print(f"τ = {threshold:g} ({source})")
+    skill, no_skill = _holdout_skill(checkpoint, candles, meta, size.holdout, threshold)
+    verdict = {"threshold_source": source, "skill": skill, "no_skill": no_skill}
+    report, bt, metrics, bt_signals = _backtest(
+        checkpoint, context, need, threshold, title, out, args, verdict
+    )
+    trades_csv = write_trades_csv(bt.trades, report.parent / "trades.csv")
+    held_out = context[need:]
+    market = market_check(metrics, held_out.close, periods_per_year_from(held_out.start_ms))
+    held_out_verdict = verdict_line(skill, market, f"{size.holdout} held-out bars", no_skill)
     phase_s["backtest + report"] = time.perf_counter() - started - sum(phase_s.values())
 
     store = out / "replay_store"
@@ -249,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         store,
         symbol,
         args.interval,
-        args.threshold,
+        threshold,
         out,
         int(context.start_ms[need]),
         _rule_flags(args),
@@ -273,12 +312,16 @@ def run(args: argparse.Namespace) -> int:
             "test log loss: model / majority",
             " / ".join(_fmt(d.get("log_loss")) for d in (pooled, baselines.get("majority_class", {}))),
         ),
+        ("threshold τ", f"{threshold:g} ({source})"),
         ("held-out backtest return", f"{metrics.total_return:.2%}"),
         ("held-out Sharpe / max DD", f"{metrics.sharpe:.2f} / {metrics.max_drawdown:.2%}"),
         ("held-out trades", str(metrics.total_trades)),
         ("live replay = backtest decisions", f"{same} / {len(bt_signals)} bars"),
         ("live tick-to-signal p50 / p99", _latency(summary)),
         ("report", str(report)),
+        ("trades", str(trades_csv)),
+        ("verdict, walk-forward test", result.verdict),
+        ("verdict, held-out backtest", held_out_verdict),
         (
             "wall time",
             f"{time.perf_counter() - started:.0f} s ("
@@ -288,8 +331,28 @@ def run(args: argparse.Namespace) -> int:
     ]
     (out / "summary.json").write_text(json.dumps(dict(rows), indent=1))
     width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows if not k.startswith("verdict")))
+    # The verdicts last and whole, each on its own line: the answer a reader looks for.
+    print(result.verdict)
+    print(held_out_verdict)
     return 0 if same == len(bt_signals) else 1
+
+
+def _holdout_skill(checkpoint: str, candles, meta: dict, holdout: int, threshold: float):
+    """Model vs naive baselines on the held-out bars, the baselines fitted on the checkpoint's train bars
+    (which is why the model runs over all candles here, not only the backtest's context)."""
+    from .prediction import model_outputs
+    from .trading.decision import DecisionPolicy
+    from .trading.verdict import checkpoint_skill
+
+    outputs, _ = model_outputs(checkpoint, candles)
+    policy = DecisionPolicy.from_meta(meta, threshold, where=f"checkpoint {checkpoint}")
+    _, probs, score = policy.batch(outputs)
+    if probs is not None:  # only bars the model predicted are scored (the others are Hold by default)
+        probs = np.where(np.isfinite(outputs).all(axis=1)[:, None], probs, np.nan)
+    return checkpoint_skill(
+        meta, candles, probs, None if policy.classification else score, len(candles) - holdout
+    )
 
 
 def _copy_funding(args, store: Path, symbol: str) -> None:

@@ -67,6 +67,9 @@ def _series(args, size: UniverseDemoSize) -> tuple[dict, str]:
     return universe, f"{SYNTHETIC_NOTE}: {size.symbols} correlated symbols"
 
 
+UNIVERSE_THRESHOLD = 0.4  # the demo's fixed τ before τ was chosen on validation bars
+
+
 def run_universe_demo(args: argparse.Namespace) -> int:
     from .cli import main as cli_main
     from .data.store import CandleStore
@@ -116,9 +119,16 @@ def run_universe_demo(args: argparse.Namespace) -> int:
     # The held-out bars start at the same time for every symbol only when they end together; trade from the
     # latest of their first held-out bars, so no symbol trades a bar it was trained on.
     holdout_ms = max(int(c.start_ms[-size.holdout]) for c in series.values())
+    threshold = args.threshold
+    if not isinstance(threshold, float):
+        # τ is chosen on validation bars only for single-series runs (a universe's validation bars interleave
+        # symbols); say so rather than guess quietly.
+        threshold = UNIVERSE_THRESHOLD
+        print(f"τ = {threshold:g} (fixed: universe checkpoints carry no validation-chosen τ yet)")
+    print(result.verdict)
     report = out / "report"
     argv = ["backtest", "--data", str(store), "--interval", args.interval, "--checkpoint", checkpoint,
-            "--symbols", ",".join(series), "--start", str(holdout_ms), "--threshold", str(args.threshold),
+            "--symbols", ",".join(series), "--start", str(holdout_ms), "--threshold", str(threshold),
             "--out", str(report)]  # fmt: skip
     code = cli_main(argv)
     if code != 0:
@@ -138,6 +148,7 @@ def run_universe_demo(args: argparse.Namespace) -> int:
         ("training throughput", f"{result.train_samples_per_s:.0f} samples/s"),
         ("test accuracy (pooled folds, all symbols)", _fmt(pooled.get("accuracy"))),
         baseline_accuracy_row(baselines),
+        ("threshold τ", f"{threshold:g}"),
         ("held-out portfolio return", f"{metrics['total_return']:.2%}"),
         ("held-out Sharpe / max DD", f"{metrics['sharpe']:.2f} / {metrics['max_drawdown']:.2%}"),
         ("held-out trades", str(int(metrics["total_trades"]))),

@@ -11,8 +11,8 @@ import pytest
 
 from convnext_fast.cli import main
 from convnext_fast.errors import UserError
+from convnext_fast.prediction import checkpoint_decisions, model_outputs
 from convnext_fast.trading.decision import DecisionPolicy, softmax
-from convnext_fast.trading.prediction import checkpoint_decisions, model_outputs
 
 from .support import HISTORY, market, tiny_checkpoint, write_csv
 

@@ -15,8 +15,8 @@ import pytest
 
 from convnext_fast.cli import main
 from convnext_fast.data.candles import Candles
+from convnext_fast.prediction import model_outputs
 from convnext_fast.trading.decision import DecisionPolicy
-from convnext_fast.trading.prediction import model_outputs
 
 from ..data.fake_bybit import FakeBybit
 from .support import HOUR_MS, SPEC, WINDOW, market, tiny_checkpoint

@@ -97,8 +97,8 @@ def test_missing_data_is_a_user_error(tmp_path):
 def test_backtest_from_checkpoint_aligns_predictions_with_bars(rng, tmp_path, capsys):
     torch = pytest.importorskip("torch")
     pipeline = pytest.importorskip("convnext_fast.features.pipeline")
+    from convnext_fast.prediction import model_outputs
     from convnext_fast.reference import ConvNeXt1d
-    from convnext_fast.trading.prediction import model_outputs
     from convnext_fast.train import save_checkpoint
     from convnext_fast.train.prepare import apply_normalisation
 
@@ -153,6 +153,7 @@ def test_checkpoint_backtest_trades_only_its_out_of_sample_bars(rng, tmp_path, c
         "normalisation": norm,
         "window": 64,
         "ranges": {"test": [str(np.datetime64(int(candles.start_ms[i]), "ms")) for i in (test_start, -1)]},
+        "threshold": 0.5,  # what the trainer chose on validation bars: --threshold auto (the default) uses it
     }
     model = ConvNeXt1d(dims=(8, 8, 8, 8), depths=(1, 1, 1, 1), drop_path_rate=0.0).eval()
     ckpt = str(save_checkpoint(tmp_path / "model.safetensors", model, meta))
@@ -168,3 +169,84 @@ def test_checkpoint_backtest_trades_only_its_out_of_sample_bars(rng, tmp_path, c
         run_cli(
             "--data", str(csv), "--checkpoint", ckpt, "--start", "2999-01-01", "--out", str(tmp_path / "c")
         )
+
+
+def _checkpoint_with_ranges(tmp_path, candles, meta_extra):
+    pipeline = pytest.importorskip("convnext_fast.features.pipeline")
+    from convnext_fast.reference import ConvNeXt1d
+    from convnext_fast.train import save_checkpoint
+
+    iso = [str(np.datetime64(int(t), "ms")) for t in candles.start_ms]
+    meta = {
+        "feature_spec": pipeline.FeatureSpec().to_dict(),
+        "normalisation": {"mean": [0.0] * 20, "std": [1.0] * 20, "clip": 5.0},
+        "window": 64,
+        "label_spec": {"kind": "fixed", "horizon": 4, "threshold": 0.002},
+        "ranges": {"train": [iso[0], iso[199]], "test": [iso[250], iso[-1]]},
+        **meta_extra,
+    }
+    model = ConvNeXt1d(
+        dims=(8, 8, 8, 8), depths=(1, 1, 1, 1), drop_path_rate=0.0, layer_scale_init=1.0
+    ).eval()
+    return str(save_checkpoint(tmp_path / "model.safetensors", model, meta))
+
+
+def test_backtest_says_tau_and_its_source_and_a_verdict_against_baselines(rng, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from convnext_fast.data.candles import Candles
+    from convnext_fast.data.labels import LabelSpec, make_labels
+    from convnext_fast.trading.decision import DecisionPolicy
+
+    csv = write_csv(tmp_path / "bars.csv", rng, n=400)
+    candles = Candles.from_csv(csv)
+    tau = 0.34
+    ckpt = _checkpoint_with_ranges(tmp_path, candles, {"threshold": tau})
+    assert run_cli("--data", str(csv), "--checkpoint", ckpt, "--out", str(tmp_path / "r")) == 0
+    out = capsys.readouterr().out
+    assert f"τ = {tau:g} (chosen on the validation bars of checkpoint {ckpt})" in out
+    verdict = next(line for line in out.splitlines() if line.startswith("verdict ("))
+    # The numbers by hand: labels from the checkpoint's spec, the majority class of its train bars.
+    labels = make_labels(candles.close, candles.high, candles.low, LabelSpec(horizon=4, threshold=0.002))
+    outputs, meta = cli.model_outputs(ckpt, candles)
+    _, probs, _ = DecisionPolicy.from_meta(meta, tau).batch(outputs)
+    scored = (np.arange(400) >= 250) & (labels >= 0) & np.isfinite(outputs).all(axis=1)
+    majority = np.bincount(labels[:200][labels[:200] >= 0], minlength=3).argmax()
+    accuracy = np.mean(probs[scored].argmax(axis=1) == labels[scored])
+    assert f"accuracy {accuracy:.1%}" in verdict
+    assert f"majority class {np.mean(labels[scored] == majority):.1%}" in verdict and "(n=" in verdict
+    hold = candles.close[-1] / candles.close[250] - 1
+    assert f"buy-and-hold {hold:+.2%}" in verdict
+    page = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert ckpt in page and f"<td>{tau:g}</td>" in page and f"buy-and-hold {hold:+.2%}" in page
+
+    plain = _checkpoint_with_ranges(tmp_path / "old", candles, {})
+    with pytest.raises(UserError, match="no validation-chosen threshold"):
+        run_cli(
+            "--data", str(csv), "--checkpoint", plain, "--threshold", "auto", "--out", str(tmp_path / "s")
+        )
+    assert (
+        run_cli("--data", str(csv), "--checkpoint", plain, "--threshold", "0.4", "--out", str(tmp_path / "s"))
+        == 0
+    )
+    assert "τ = 0.4 (--threshold)" in capsys.readouterr().out
+
+
+def test_sweep_rows_and_verdict_warn_when_too_few_trades(rng, tmp_path, capsys):
+    from convnext_fast.trading.verdict import MIN_TRADES_FOR_SHARPE
+
+    csv = write_csv(tmp_path / "bars.csv", rng)
+    probs = np.tile([0.1, 0.1, 0.8], (300, 1))
+    probs[100] = [0.9, 0.05, 0.05]  # one confident Long: a single trade at any τ below 0.9
+    probs[::7] = [0.45, 0.44, 0.11]  # many weak calls, traded only below 0.45
+    np.save(tmp_path / "p.npy", probs)
+    argv = ["--data", str(csv), "--probs", str(tmp_path / "p.npy"), "--out", str(tmp_path / "r")]
+    assert run_cli(*argv, "--threshold", "0.6", "--sweep", "0.3,0.6") == 0
+    out = capsys.readouterr().out
+    assert "τ = 0.6 (--threshold)" in out
+    verdict = next(line for line in out.splitlines() if line.startswith("verdict ("))
+    assert f"WARNING only 1 trade: with fewer than {MIN_TRADES_FOR_SHARPE} trades" in verdict
+    assert "no baseline comparison" not in verdict  # saved probabilities carry no labels: nothing claimed
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()[:5] in ("0.300", "0.600")}
+    assert "WARNING only 1 trade" in rows["0.600"]
+    n_low = int(rows["0.300"].split()[4])
+    assert (n_low < MIN_TRADES_FOR_SHARPE) == ("WARNING" in rows["0.300"])

@@ -208,7 +208,8 @@ def test_command_line_trains_from_a_csv_and_reports_errors_in_one_line(tmp_path,
     out = captured.out
     assert rc == 0
     # stderr is not a terminal here: no progress bars, one plain line per epoch instead
-    assert "fold 0 epoch 1:" in captured.err and "\r" not in captured.err
+    assert "fold 0 epoch 1/1:" in captured.err and "ETA" in captured.err and "\r" not in captured.err
+    assert "verdict (" in out and "buy-and-hold" in out and "τ (chosen on validation)" in out
     assert "majority class" in out and "previous-bar direction" in out and "pooled" in out
     rc = main(
         [*common, "--epochs", "1", "--precision", "fp16", "--device", "cpu", "--out", str(tmp_path / "bad")]

@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -68,7 +69,8 @@ class BybitClient:
     ``ws_url`` may contain ``{category}``. ``min_request_interval`` paces REST calls (default 0.05 s:
     100 requests / 5 s, a sixth of Bybit's 600 / 5 s IP limit); with ``shared_rate_limit`` (default) that
     pace is one schedule shared by every client and process on this machine that talks to the same host
-    (:mod:`convnext_fast.data.ratelimit`), since Bybit counts requests per IP. ``progress`` None shows a bar only on a TTY.
+    (:mod:`convnext_fast.data.ratelimit`), since Bybit counts requests per IP. ``progress`` None shows a bar only on a TTY;
+    ``on_retry`` is told one line before each retry wait (default: logged at INFO).
     ``ping_interval``/``ping_timeout``/``reconnect_delay``/``max_reconnect_delay`` tune the stream (see
     :mod:`convnext_fast.data.bybit_ws`); tests shrink them."""
 
@@ -87,6 +89,7 @@ class BybitClient:
         reconnect_delay: float = 1.0,
         max_reconnect_delay: float = 60.0,
         shared_rate_limit: bool = True,
+        on_retry: Callable[[str], None] | None = None,
     ):
         if category not in CATEGORIES:
             raise UserError(f"category {category!r} is not one of {', '.join(CATEGORIES)}")
@@ -104,6 +107,8 @@ class BybitClient:
         self.retry = retry or RetryPolicy()
         self.min_request_interval = min_request_interval
         self.progress = progress
+        # Told (one line) before every retry wait, so a fetch that stalls on 429s/5xx says why; None: logged.
+        self.on_retry = on_retry
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.reconnect_delay = reconnect_delay
@@ -189,7 +194,9 @@ class BybitClient:
             disable = None if n_spans > 2 else True  # None: tqdm shows the bar only on a TTY
         else:
             disable = not self.progress
-        bar = tqdm(total=n_spans, desc=f"{symbol} {interval}", unit="page", disable=disable, leave=False)
+        # It stays once done (one line per series): what was fetched, how fast, is worth keeping on screen.
+        bar = tqdm(total=n_spans, desc=f"{symbol} {interval}", unit="page", disable=disable, leave=True)
+        n_candles = 0
         # Windows still to ask for, newest first: Bybit pages run newest first, and a short page tells
         # which part of its window it did not cover.
         todo = [(max(start_ms, hi - span + 1), hi) for hi in range(stop_at, start_ms - 1, -span)][::-1]
@@ -219,6 +226,8 @@ class BybitClient:
                     bar.update()
                     continue
                 pages.append(page)
+                n_candles += len(page)
+                bar.set_postfix_str(f"{n_candles} candles", refresh=False)
                 newest, oldest = int(page.start_ms[-1]), int(page.start_ms[0])
                 # A short page: ask again for what it left out on either side (the newer side first).
                 if _prev_start_ms(oldest, interval) >= lo:
@@ -253,11 +262,20 @@ class BybitClient:
                     ) from None
                 # A reset time from Bybit says how long to wait; backoff still applies should clocks disagree.
                 wait = max(retry.wait_s or 0.0, self.retry.delay(attempt))
+                self._report_retry(
+                    f"Bybit {path}: {retry}; retry {attempt + 1}/{self.retry.max_retries} in {wait:.1f} s"
+                )
                 if stop is None:
                     time.sleep(wait)
                 else:
                     stop.sleep(wait, f"waiting to retry {path}")
         raise AssertionError("unreachable")
+
+    def _report_retry(self, message: str) -> None:
+        if self.on_retry is not None:
+            self.on_retry(message)
+        else:  # info: the live loop's auto source probes the network and must not start with a warning
+            log.info("%s", message)
 
     def _pace(self) -> None:
         if self._limiter is not None:

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     end = parse_time_ms(args.end, "--end")
     many = getattr(args, "symbols", None)  # absent from namespaces built without add_arguments
     symbols = parse_symbols(many) if many else [args.symbol]
-    with BybitClient(args.base_url, category=args.category) as client:
+    with BybitClient(args.base_url, category=args.category, on_retry=say_retry) as client:
         # One series per call; the client's limiter spaces every request of every symbol.
         for symbol in symbols:
             report = store.update(client, symbol, args.interval, start_ms=start, end_ms=end)
@@ -68,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
 
                 print(update_store_funding(client, args.store, symbol, start, end))
     return 0
+
+
+def say_retry(message: str) -> None:
+    """A retry, said on stderr above any progress bar (tqdm.write keeps the bar intact on a terminal)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def parse_symbols(text: str) -> list[str]:

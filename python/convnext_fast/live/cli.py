@@ -25,6 +25,7 @@ import numpy as np
 from ..backends import BACKENDS
 from ..data.candles import INTERVALS, Candles, format_ms, interval_to_ms
 from ..errors import UserError
+from ..trading.threshold import resolve_threshold, threshold_option
 from ..variants import VARIANTS
 from .startup import SYNTHETIC_BANNER, load_model, series_digest, setup_logging
 
@@ -108,7 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     dec = parser.add_argument_group("decisions")
-    dec.add_argument("--threshold", type=float, default=0.5, help="confidence threshold τ (default 0.5)")
+    dec.add_argument(
+        "--threshold",
+        type=threshold_option,
+        default=0.5,
+        help="confidence threshold τ (default 0.5), or 'auto': the τ the trainer chose on the checkpoint's "
+        "validation bars",
+    )
     dec.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
     add_config_arguments(dec)  # the backtest's own options: live trades under the same rules
 
@@ -365,10 +372,12 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     after_candle = _order_hook(args, config)  # before any slow work: a bad order setup fails at once
     model, meta, model_label, model_id = load_model(args)
+    tau, source = resolve_threshold(args.threshold, meta if args.checkpoint else None, model_label)
+    model_label = f"{model_label}, τ {tau:g} ({source})"  # the start line and record say which τ trades
     engine, backend = build_engine(
         model,
         meta,
-        rule=DecisionRule(args.threshold, args.size),
+        rule=DecisionRule(tau, args.size),
         broker=PaperBroker(config),
         backend=args.backend,
         window=args.window,

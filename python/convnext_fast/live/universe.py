@@ -495,7 +495,10 @@ def run_cli(args) -> int:
         raise UserError(f"--resume: state file {args.state} does not exist")
     config = config_from_args(args)
     model, meta, model_label, model_id = load_model(args)
-    rule = DecisionRule(args.threshold, args.size)
+    from ..trading.threshold import resolve_threshold
+
+    tau, _ = resolve_threshold(args.threshold, meta if args.checkpoint else None, model_label)
+    rule = DecisionRule(tau, args.size)
     engines, backend = {}, ""
     for s in symbols:
         engines[s], backend = build_engine(

@@ -8,20 +8,23 @@ checkpoint's features (or from ``--probs``/``--signals`` files aligned one per c
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..data.funding import add_funding_arguments, funding_for_bars
 from ..errors import UserError
+from ..prediction import model_outputs
 from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
+from .decision import DecisionPolicy
 from .portfolio_cli import add_portfolio_arguments, run_portfolio_cli
-from .prediction import checkpoint_decisions
-from .report import periods_per_year_from, write_report
+from .report import periods_per_year_from, write_report, write_trades_csv
 from .signals import signals_from_probs
 from .sizing import add_sizing_arguments, sizing_from_args
+from .threshold import resolve_threshold, threshold_option
 from .traded_bars import first_traded_bar
+from .verdict import checkpoint_skill, few_trades_warning, market_check, verdict_line
 
 if TYPE_CHECKING:
     from ..train.checkpoint import CheckpointMeta
@@ -45,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="first bar to trade: YYYY-MM-DD[ HH:MM] UTC, epoch ms, or 'all' (default: with --checkpoint, "
         "the start of its out-of-sample test range; else the first bar)",
     )
-    parser.add_argument("--threshold", type=float, default=0.5, help="confidence threshold τ (default 0.5)")
+    parser.add_argument(
+        "--threshold",
+        type=threshold_option,
+        help="confidence threshold τ, or 'auto': the τ the trainer chose on the checkpoint's validation bars "
+        "(default: auto with --checkpoint, else 0.5)",
+    )
     parser.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
     parser.add_argument("--sweep", help="comma-separated thresholds to sweep in parallel, e.g. 0.4,0.5,0.6")
     add_config_arguments(parser)
@@ -72,15 +80,36 @@ def _load_npy(option: str, path: str, n_bars: int, shape_tail: tuple) -> np.ndar
     return array
 
 
-def _signals_and_probs(args, candles) -> tuple[np.ndarray, np.ndarray | None, CheckpointMeta | None]:
+DEFAULT_THRESHOLD = 0.5  # without a checkpoint (saved --probs) there is no validation-chosen τ
+
+
+@dataclass(frozen=True)
+class _Decisions:
+    signals: np.ndarray
+    probs: np.ndarray | None
+    meta: CheckpointMeta | None = None
+    pred: np.ndarray | None = None  # regression forecasts (returns), for the verdict
+    known: np.ndarray | None = None  # bars with a model output (others are Hold without a prediction)
+    threshold: float | None = None
+    source: str = ""  # where τ came from, said on every report
+
+
+def _decisions(args, candles) -> _Decisions:
     n = len(candles)
     if args.signals:
-        return _load_npy("--signals", args.signals, n, ()), None, None
+        return _Decisions(_load_npy("--signals", args.signals, n, ()), None)
     if args.probs:
+        tau, source = resolve_threshold(args.threshold, None, "--probs", fallback=DEFAULT_THRESHOLD)
         probs = _load_npy("--probs", args.probs, n, (3,))
-        return signals_from_probs(probs, args.threshold), probs, None
-    signals, probs, meta, _ = checkpoint_decisions(args.checkpoint, candles, args.threshold, args.symbol)
-    return signals, probs, meta
+        return _Decisions(signals_from_probs(probs, tau), probs, threshold=tau, source=source)
+    outputs, meta = model_outputs(args.checkpoint, candles, args.symbol)
+    where = f"checkpoint {args.checkpoint}"
+    tau, source = resolve_threshold(args.threshold, meta, where)
+    policy = DecisionPolicy.from_meta(meta, tau, where=where)
+    signals, probs, score = policy.batch(outputs)
+    known = np.isfinite(outputs).all(axis=1)
+    pred = None if policy.classification else score
+    return _Decisions(signals, probs, meta, pred=pred, threshold=tau, source=source, known=known)
 
 
 def _sweep_thresholds(args) -> list[float] | None:
@@ -97,6 +126,7 @@ def _sweep_thresholds(args) -> list[float] | None:
 
 
 def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding) -> None:
+    """One row per τ; a row with too few trades for its Sharpe to mean anything says so."""
     if probs is None:
         raise UserError("--sweep needs probabilities (--probs or a classification --checkpoint)")
     c = candles
@@ -116,23 +146,43 @@ def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding)
     )
     print(f"{'threshold':>9} {'return':>9} {'sharpe':>7} {'max_dd':>8} {'trades':>7}")
     for k, tau in enumerate(sweep["threshold"]):
+        n_trades = int(sweep["n_trades"][k])
+        warning = few_trades_warning(n_trades)
         print(
             f"{tau:9.3f} {sweep['total_return'][k]:9.2%} {sweep['sharpe'][k]:7.2f} "
-            f"{sweep['max_drawdown'][k]:8.2%} {sweep['n_trades'][k]:7d}"
+            f"{sweep['max_drawdown'][k]:8.2%} {n_trades:7d}" + (f"  WARNING {warning}" if warning else "")
         )
+
+
+def _portfolio_threshold(args) -> float | None:
+    """The number ``--threshold`` (or ``auto``) means for the portfolio path, said once."""
+    if not args.checkpoint:
+        return resolve_threshold(args.threshold, None, "--probs", fallback=DEFAULT_THRESHOLD)[0]
+    meta = None
+    if not isinstance(args.threshold, float):
+        from ..train import load_checkpoint
+
+        _, meta = load_checkpoint(args.checkpoint, allow_universe=True)
+    tau, source = resolve_threshold(args.threshold, meta, f"checkpoint {args.checkpoint}")
+    print(f"τ = {tau:g} ({source})")
+    return tau
 
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "symbols", None):
+        args.threshold = _portfolio_threshold(args)
         return run_portfolio_cli(args)
     config = config_from_args(args)
     thresholds = _sweep_thresholds(args)
     candles = _candles(args)
-    signal, probs, meta = _signals_and_probs(args, candles)
+    decided = _decisions(args, candles)
+    if decided.threshold is not None:
+        print(f"τ = {decided.threshold:g} ({decided.source})")
     # features and windows use the whole history; only the trading starts at the first traded bar
-    first = first_traded_bar(args.start, candles, meta)
-    candles, signal = candles[first:], signal[first:]
-    probs = None if probs is None else probs[first:]
+    first = first_traded_bar(args.start, candles, decided.meta)
+    full = candles
+    candles, signal = candles[first:], decided.signals[first:]
+    probs = None if decided.probs is None else decided.probs[first:]
     c = candles
     ppy = periods_per_year_from(c.start_ms)
     sizing = sizing_from_args(args, config, ppy)
@@ -141,18 +191,34 @@ def run(args: argparse.Namespace) -> int:
     result = run_backtest(
         c.open, c.high, c.low, c.close, signal, sizes, config, funding=funding, timestamps_ms=c.start_ms
     )
-    path = write_report(result, c.start_ms, c.close, args.out, periods_per_year=ppy)
-    trades_csv = Path(args.out) / "trades.csv"
-    lines = [",".join(result.trades.dtype.names)] + [
-        ",".join(map(str, row)) for row in result.trades.tolist()
-    ]
-    trades_csv.write_text("\n".join(lines) + "\n")
+    skill, no_skill = None, ""
+    if decided.meta is not None:
+        # only bars the model predicted are scored (the decision path fills the others with Hold)
+        probs_scored = (
+            None if decided.probs is None else np.where(decided.known[:, None], decided.probs, np.nan)
+        )
+        skill, no_skill = checkpoint_skill(decided.meta, full, probs_scored, decided.pred, first)
     m = result.metrics(ppy)
+    market = market_check(m, c.close, ppy)
+    path = write_report(
+        result,
+        c.start_ms,
+        c.close,
+        args.out,
+        periods_per_year=ppy,
+        checkpoint=args.checkpoint or args.probs or args.signals,
+        threshold=decided.threshold,
+        threshold_source=decided.source,
+        skill=skill,
+        no_skill=no_skill,
+    )
+    write_trades_csv(result.trades, path.parent / "trades.csv")
     print(
         f"{len(c)} bars, {m.total_trades} trades, total return {m.total_return:.2%}, Sharpe {m.sharpe:.2f}, "
         f"max drawdown {m.max_drawdown:.2%}, fees {m.fees_paid:.2f}, funding {m.funding_paid:.2f} "
         f"(sizing {args.sizing}) → {path}"
     )
+    print(verdict_line(skill, market, f"{len(c)} traded bars", no_skill))
     if thresholds:
         _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding)
     return 0

@@ -7,7 +7,7 @@ writes.
   horizon's output times its scale is a forward return; Long above τ, Short below −τ
   (:func:`~convnext_fast.trading.signals.signals_from_regression`).
 
-The checkpoint's metadata (:class:`~convnext_fast.train.checkpoint.CheckpointMeta`) says which (``task``,
+The checkpoint's metadata (:class:`~convnext_fast.trading.model_meta.ModelMeta`, implemented by ``train.checkpoint.CheckpointMeta``) says which (``task``,
 the model config's ``num_outputs``/``num_classes``, ``target_scale``); :meth:`DecisionPolicy.from_meta` refuses, in one line, a checkpoint it cannot read
 unambiguously, so nothing is ever traded as the wrong task. Backtest (batch, :meth:`DecisionPolicy.batch`),
 demo and the live loop (one bar, :meth:`DecisionPolicy.one`) all call this module, so a bar gets the same
@@ -33,7 +33,7 @@ from .signals import (
 )
 
 if TYPE_CHECKING:  # metadata is read by attribute only; importing the checkpoint module would pull torch
-    from ..train.checkpoint import CheckpointMeta
+    from .model_meta import ModelMeta
 
 TASKS = ("classification", "regression")
 _HOLD_PROBS = np.array([0.0, 0.0, 1.0])
@@ -66,7 +66,7 @@ class DecisionPolicy:
         object.__setattr__(self, "threshold", float(check("threshold", self.threshold)))
 
     @classmethod
-    def from_meta(cls, meta: CheckpointMeta, threshold: float, where: str = "checkpoint") -> DecisionPolicy:
+    def from_meta(cls, meta: ModelMeta, threshold: float, where: str = "checkpoint") -> DecisionPolicy:
         """The policy a checkpoint's metadata asks for; :class:`UserError` (one line) when it is ambiguous
         or a task this module cannot trade."""
         return cls.for_task(meta.task, meta.model, meta.target_scale, threshold, where)

@@ -54,8 +54,8 @@ def _symbol_table(result, ppy: float) -> str:
 def run_portfolio_cli(args: argparse.Namespace) -> int:
     from ..data.cli import parse_symbols
     from ..data.store import load_candles
+    from ..prediction import checkpoint_decisions
     from .backtest import config_from_args
-    from .prediction import checkpoint_decisions
     from .report import periods_per_year_from, write_report
     from .traded_bars import first_traded_bar
 

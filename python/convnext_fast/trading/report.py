@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
 # The object API (Figure, no pyplot) keeps no global state, so reports can be drawn from any thread.
 from matplotlib.figure import Figure
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from ._checks import TradingInputError, as_float_array, check_same_length
 from .backtest import EXIT_REASONS, BacktestResult
 from .metrics import compute_metrics, drawdown
+from .verdict import SkillCheck, few_trades_warning, market_check
 
 MS_PER_YEAR = 365 * 24 * 3600 * 1000
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -29,13 +31,21 @@ def periods_per_year_from(timestamps_ms: np.ndarray) -> float:
     return MS_PER_YEAR / float(np.median(np.diff(timestamps_ms)))
 
 
+def date_axis(ax) -> None:
+    """Dates that never overlap at any span: the locator picks the tick spacing from the axis length and
+    the concise formatter writes only what changes (year once, then months, days or hours)."""
+    locator = AutoDateLocator(minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
 def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _equity_chart(dates, equity, close) -> str:
+def equity_figure(dates, equity, close) -> Figure:
     fig = Figure(figsize=(11, 4))
     ax = fig.add_subplot()
     ax.plot(dates, equity, label="strategy", lw=1.0)
@@ -45,10 +55,11 @@ def _equity_chart(dates, equity, close) -> str:
     ax.set_title("Equity vs buy-and-hold")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    date_axis(ax)
+    return fig
 
 
-def _drawdown_chart(dates, equity) -> str:
+def drawdown_figure(dates, equity) -> Figure:
     fig = Figure(figsize=(11, 2.5))
     ax = fig.add_subplot()
     dd = 100 * drawdown(equity)
@@ -56,10 +67,11 @@ def _drawdown_chart(dates, equity) -> str:
     ax.set_ylabel("drawdown %")
     ax.set_title("Drawdown")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    date_axis(ax)
+    return fig
 
 
-def _trades_chart(dates, close, trades) -> str:
+def trades_figure(dates, close, trades) -> Figure:
     fig = Figure(figsize=(11, 4))
     ax = fig.add_subplot()
     ax.plot(dates, close, color="0.3", lw=0.8, label="close")
@@ -77,7 +89,8 @@ def _trades_chart(dates, close, trades) -> str:
     ax.set_title("Trades on price")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    date_axis(ax)
+    return fig
 
 
 def monthly_returns(timestamps_ms: np.ndarray, equity: np.ndarray) -> dict[tuple[int, int], float]:
@@ -109,9 +122,93 @@ def _monthly_table(monthly: dict[tuple[int, int], float]) -> str:
     return "<table class='monthly'>" + "".join(rows) + "</table>"
 
 
+# Metrics that are fractions are shown as percentages; ratios and money as plain numbers.
+PERCENT_METRICS = frozenset(
+    ("total_return", "cagr", "volatility", "downside_deviation", "max_drawdown", "win_rate", "exposure")
+)
+
+
+def format_metric(name: str, value) -> str:
+    """How the report writes one metric (percentages for fractions; n/a for NaN)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    value = float(value)
+    if np.isnan(value):
+        return "n/a"
+    if name in PERCENT_METRICS:
+        return f"{100 * value:.2f}%"
+    if name == "turnover":
+        return f"{value:.2f}×"
+    return f"{value:,.2f}"
+
+
 def _metrics_table(metrics: dict) -> str:
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.6g}</td></tr>" for k, v in metrics.items())
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{format_metric(k, v)}</td></tr>" for k, v in metrics.items()
+    )
     return f"<table class='metrics'>{rows}</table>"
+
+
+def _verdict_section(skill: SkillCheck | None, no_skill: str, market, threshold, source, checkpoint) -> str:
+    """Where the signals came from and how they compare with the naive alternatives on the same bars."""
+    rows = []
+    if checkpoint:
+        rows.append(("signals from", html.escape(str(checkpoint)), ""))
+    if threshold is not None:
+        rows.append(("threshold τ", f"{threshold:g}", html.escape(source or "")))
+    if skill is not None:
+        what = "accuracy" if skill.task == "classification" else "direction hit rate"
+        rows.append(
+            (
+                f"model {what} (n={skill.n})",
+                f"{skill.accuracy:.1%}",
+                f"{skill.baseline_name} {skill.baseline_accuracy:.1%}",
+            )
+        )
+        if skill.log_loss is not None and skill.baseline_log_loss is not None:
+            rows.append(
+                ("model log loss", f"{skill.log_loss:.4f}", f"class prior {skill.baseline_log_loss:.4f}")
+            )
+    elif no_skill:
+        rows.append(("model vs baselines", "n/a", html.escape(no_skill)))
+    rows.append(("strategy return", f"{market.total_return:+.2%}", f"buy-and-hold {market.hold_return:+.2%}"))
+    rows.append(("strategy Sharpe", f"{market.sharpe:.2f}", f"buy-and-hold {market.hold_sharpe:.2f}"))
+    table = "".join(f"<tr><th>{a}</th><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
+    warning = few_trades_warning(market.n_trades)
+    note = f"<p class='warning'><b>Warning:</b> {html.escape(warning)}</p>" if warning else ""
+    return f"<h2>Verdict</h2><table class='verdict'><tr><th></th><th>this run</th><th>baseline (same bars)</th></tr>{table}</table>{note}"
+
+
+TRADE_COLUMNS = (
+    "entry_bar", "exit_bar", "entry_time", "exit_time", "side", "qty", "entry_price", "exit_price", "fees",
+    "funding", "pnl", "return", "bars_held", "reason",
+)  # fmt: skip
+
+
+def _iso_or_blank(ms: int) -> str:
+    return "" if ms < 0 else f"{np.datetime64(int(ms), 'ms').astype(str).replace('T', ' ')}"
+
+
+def write_trades_csv(trades: np.ndarray, path) -> Path:
+    """One row per trade: bars, UTC times, side (long/short), quantity, prices, fees, funding, pnl, return,
+    bars held and exit reason, in the backtest's full float precision."""
+    lines = [",".join(TRADE_COLUMNS)]
+    for t in trades:
+        lines.append(
+            ",".join(
+                (
+                    str(int(t["entry_bar"])), str(int(t["exit_bar"])), _iso_or_blank(t["entry_time_ms"]),
+                    _iso_or_blank(t["exit_time_ms"]), "long" if t["side"] > 0 else "short", repr(float(t["qty"])),
+                    repr(float(t["entry_price"])), repr(float(t["exit_price"])), repr(float(t["fees"])),
+                    repr(float(t["funding"])), repr(float(t["pnl"])), repr(float(t["return"])),
+                    str(int(t["bars_held"])), EXIT_REASONS[int(t["exit_reason"])],
+                )
+            )
+        )  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _exit_counts(trades: np.ndarray) -> str:
@@ -120,7 +217,8 @@ def _exit_counts(trades: np.ndarray) -> str:
 
 
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"""
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px}"""
 
 
 def write_report(
@@ -133,26 +231,37 @@ def write_report(
     title: str = "convnext_fast backtest",
     trades_chart: bool = True,
     extra_html: str = "",
+    checkpoint: str | None = None,
+    threshold: float | None = None,
+    threshold_source: str = "",
+    skill: SkillCheck | None = None,
+    no_skill: str = "",
 ) -> Path:
     """Write ``out_dir/report.html`` (and ``metrics.json`` beside it); returns the HTML path.
 
     ``close`` is the buy-and-hold reference (for a portfolio: an equal-weight index, with ``trades_chart``
-    off since its trades are on many prices); ``extra_html`` is appended (e.g. per-symbol tables)."""
+    off since its trades are on many prices); ``extra_html`` is appended (e.g. per-symbol tables).
+    ``checkpoint`` (where the signals came from), ``threshold`` and its source, and ``skill`` (model vs
+    naive baselines; ``no_skill`` says why there is none) head the report's verdict, beside buy-and-hold."""
     times = np.asarray(timestamps_ms, dtype=np.int64)
     prices = as_float_array("close", close)
     check_same_length(equity=result.equity, timestamps_ms=times, close=prices)
     if (np.diff(times) <= 0).any():
         raise TradingInputError("timestamps_ms must be strictly increasing")
     ppy = periods_per_year or periods_per_year_from(times)
-    metrics = compute_metrics(result.equity, result.trades, ppy).to_dict()
+    metrics_obj = compute_metrics(result.equity, result.trades, ppy)
+    metrics = metrics_obj.to_dict()
     dates = times.astype("datetime64[ms]")
     config = html.escape(json.dumps(result.config.to_dict()))
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{dates[0]} → {dates[-1]} UTC, {len(times)} bars, {ppy:.0f} bars/year. Config: <code>{config}</code></p>",
-        f"<img alt='equity' src='data:image/png;base64,{_equity_chart(dates, result.equity, prices)}'>",
-        f"<img alt='drawdown' src='data:image/png;base64,{_drawdown_chart(dates, result.equity)}'>",
-        f"<img alt='trades' src='data:image/png;base64,{_trades_chart(dates, prices, result.trades)}'>"
+        _verdict_section(
+            skill, no_skill, market_check(metrics_obj, prices, ppy), threshold, threshold_source, checkpoint
+        ),
+        f"<img alt='equity' src='data:image/png;base64,{_png(equity_figure(dates, result.equity, prices))}'>",
+        f"<img alt='drawdown' src='data:image/png;base64,{_png(drawdown_figure(dates, result.equity))}'>",
+        f"<img alt='trades' src='data:image/png;base64,{_png(trades_figure(dates, prices, result.trades))}'>"
         if trades_chart
         else "",
         "<h2>Monthly returns</h2>",

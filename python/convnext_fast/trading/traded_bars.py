@@ -10,10 +10,10 @@ import numpy as np
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from ..train.checkpoint import CheckpointMeta
+    from .model_meta import ModelMeta
 
 
-def first_traded_ms(start: str | None, meta: CheckpointMeta | None) -> tuple[int | None, str | None]:
+def first_traded_ms(start: str | None, meta: ModelMeta | None) -> tuple[int | None, str | None]:
     """``(start_ms or None for the first bar, note)`` of ``--start`` (YYYY-MM-DD[ HH:MM] UTC, epoch ms,
     'all'). Without ``--start`` and with a checkpoint the default is the start of its out-of-sample test
     range: trading the bars it was trained on would report an in-sample fantasy. ``note`` says so."""
@@ -30,7 +30,7 @@ def first_traded_ms(start: str | None, meta: CheckpointMeta | None) -> tuple[int
     return parse_time_ms(test_start, "the checkpoint's test range"), note
 
 
-def trained_until_ms(meta: CheckpointMeta | None) -> int | None:
+def trained_until_ms(meta: ModelMeta | None) -> int | None:
     """End of the last range the checkpoint was fitted or selected on (train/val), or None if unknown."""
     from ..data.cli import parse_time_ms
 
@@ -39,7 +39,7 @@ def trained_until_ms(meta: CheckpointMeta | None) -> int | None:
     return max(ends) if ends else None
 
 
-def first_traded_bar(start: str | None, candles, meta: CheckpointMeta | None) -> int:
+def first_traded_bar(start: str | None, candles, meta: ModelMeta | None) -> int:
     """Index of the first bar the backtest trades (see :func:`first_traded_ms`)."""
     start_ms, note = first_traded_ms(start, meta)
     if start_ms is None:

@@ -218,13 +218,15 @@ def _symbols(text: str | None) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .summary import results_table
+    from .summary import results_table, trading_table
     from .trainer import train
 
     config = config_from_args(args)
     result = train(config)
     if result is not None:  # None on the non-main processes of a torchrun job
         print(results_table(config.task, result.folds, result.pooled))
+        trading = trading_table(result.folds)
+        print(f"\n{trading}\n\n{result.verdict}" if trading else f"\n{result.verdict}")
         pooled = result.run_dir / "results.json"
         where = (
             f"results in {pooled}"

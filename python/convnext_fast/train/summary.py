@@ -46,3 +46,23 @@ def confusion_text(pooled: dict) -> str:
     lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|---|---|---|---|"]
     lines += ["| " + names[i] + " | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
     return "\n".join(lines)
+
+
+def trading_table(folds: list[dict]) -> str:
+    """Per fold: τ chosen on its validation bars and its test bars traded at that τ (fees included) next to
+    buy-and-hold; empty when no fold was traded (a universe)."""
+    traded = [f for f in folds if f.get("trading")]
+    if not traded:
+        return ""
+    lines = [
+        "| test set | τ (chosen on validation) | trades | return | buy-and-hold |",
+        "|---|---|---|---|---|",
+    ]
+    for fold in traded:
+        first, last = fold["ranges"]["test"]
+        t = fold["trading"]["test"]
+        lines.append(
+            f"| fold {fold['fold']} ({first[:10]}..{last[:10]}) | {fold['trading']['threshold']:g} | "
+            f"{t['n_trades']} | {t['total_return']:+.2%} | {t['hold_return']:+.2%} |"
+        )
+    return "\n".join(lines)

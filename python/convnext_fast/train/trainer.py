@@ -37,7 +37,7 @@ from . import distributed, evaluate, inputs, loop, prepare
 from .checkpoint import CheckpointMeta, build_model, load_checkpoint, restore_training_state, save_checkpoint
 from .losses import REGRESSION_LOSSES, classification_loss, regression_loss
 from .optim import build_ema, build_optimizer
-from .progress import EpochLog, progress_enabled
+from .progress import EpochLog, Eta, progress_enabled
 from .records import write_json
 from .schedule import warmup_cosine_lr, warmup_steps_for
 
@@ -223,6 +223,7 @@ class TrainResult:
     pooled: dict  # {"model": metrics, "baselines": {name: metrics}}
     wall_s: float
     train_samples_per_s: float
+    verdict: str = ""  # one line: model vs naive baselines, strategy vs buy-and-hold (test bars)
 
 
 def _iso(ms: int) -> str:
@@ -256,6 +257,8 @@ class _Fold:
             self.target_scale = prepare.target_scale(targets, self.end_idx["train"])
             targets = (targets / np.asarray(self.target_scale, dtype=np.float32)).astype(np.float32)
             self.criterion = regression_loss(config.regression_loss)
+        # kept to trade every bar of a split (single series), whatever --stride sampled for training
+        self.features, self.targets = (None, None) if universe else (features, targets)
         if universe:
             self.datasets = {
                 n: inputs.UniverseWindowDataset(data.universe, targets, idx, config.window)
@@ -312,8 +315,29 @@ class _Fold:
         numerator, weight = distributed.all_reduce_sum([numerator, weight], self.ctx, self.device)
         return numerator / weight
 
-    def test_outputs(self, model) -> tuple[np.ndarray, np.ndarray]:
-        outputs, targets = loop.predict(model, self.test_loader, self.device, self.config.precision)
+    def raw_outputs(self, model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw model outputs and targets of every ``split`` window, in order (not sharded)."""
+        loader = self.test_loader
+        if split != "test":
+            dataset = self.datasets[split]
+            loader = _batches(dataset, range(len(dataset)), 4 * self.config.batch_size)
+        return loop.predict(model, loader, self.device, self.config.precision)
+
+    def every_bar_outputs(self, model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(end bars, raw outputs)`` of a window ending at every bar from ``split``'s first window end to
+        its last: the backtest decides at every bar, so τ is chosen (and tested) the same way even when
+        ``--stride`` trained on every k-th window only."""
+        idx = self.end_idx[split]
+        bars = np.arange(idx.min(), idx.max() + 1)
+        dataset = inputs.WindowDataset(self.features, self.targets, bars, window=self.config.window)
+        loader = _batches(dataset, range(len(dataset)), 4 * self.config.batch_size)
+        outputs, _ = loop.predict(model, loader, self.device, self.config.precision)
+        return dataset.end_idx, outputs
+
+    def test_outputs(self, model, raw=None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (classification) or returns (regression) of the test windows, from ``raw``
+        (:meth:`raw_outputs`) when given."""
+        outputs, targets = raw if raw is not None else self.raw_outputs(model, "test")
         if self.config.task == "classification":
             return torch.softmax(torch.from_numpy(outputs), dim=1).numpy(), targets
         scale = np.asarray(self.target_scale, dtype=np.float32)
@@ -464,8 +488,10 @@ def _num_outputs(config: TrainConfig) -> int:
     return 3 if config.task == "classification" else len(config.horizons)
 
 
-def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict:
-    """Score the best-validation weights on the test windows (main process only) and save the fold."""
+def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path, candles=None) -> dict:
+    """Score the best-validation weights on the test windows (main process only) and save the fold.
+    With the run's ``candles`` (a single series) also choose τ on the validation windows and trade the
+    test windows at it (:mod:`.fold_trading`)."""
     if state["best_epoch"] < 0:
         raise FloatingPointError(
             f"fold {fold.k}: the validation loss was never finite; lower --lr or check the data"
@@ -477,15 +503,20 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
         device=fold.device,
         allow_universe=True,
     )
-    outputs, targets = fold.test_outputs(best_model)
+    raw_test = fold.raw_outputs(best_model, "test")
+    outputs, targets = fold.test_outputs(best_model, raw_test)
     end_idx = fold.end_idx["test"]
     scores = evaluate.score(config.task, outputs, targets, data.close, end_idx, fold.naive)
+    trading, traded = _trade_fold(fold, best_model, best_meta, candles, fold_dir)
+    if trading:
+        best_meta = best_meta.replace(threshold=trading["threshold"])
     np.savez(
         fold_dir / "predictions.npz",
         outputs=outputs,
         targets=targets,
         end_idx=end_idx,
         naive=np.broadcast_to(fold.naive, (len(end_idx), len(fold.naive))),
+        **traded,
     )
     result = {
         "fold": fold.k,
@@ -498,6 +529,7 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
         "train_s": state["train_s"],
         "test": scores,
         "checkpoint": str(fold_dir / "best.safetensors"),
+        **({"trading": trading} if trading else {}),
     }
     save_checkpoint(
         fold_dir / "best.safetensors",
@@ -508,6 +540,27 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path) -> dict
     return result
 
 
+def _trade_fold(fold: _Fold, model, meta: dict, candles, fold_dir: Path) -> tuple[dict, dict]:
+    """``(record, arrays)``: τ chosen on the validation bars (every τ tried in ``threshold.json``) and the
+    test bars traded at it, deciding at every bar as the backtest does; empty for a universe (no single
+    price series to trade)."""
+    if candles is None or isinstance(candles, dict) or fold.features is None:
+        return {}, {}
+    from ..trading.decision import DecisionPolicy
+    from ..trading.report import periods_per_year_from
+    from .fold_trading import choose_threshold, test_trading
+
+    ppy = periods_per_year_from(np.asarray(candles.start_ms))
+    policy = DecisionPolicy.from_meta(meta, 0.0, where=f"fold {fold.k}")
+    choice = choose_threshold(policy, *fold.every_bar_outputs(model, "val"), candles, ppy)
+    record, strategy, hold = test_trading(
+        policy, choice.threshold, *fold.every_bar_outputs(model, "test"), candles, ppy
+    )
+    arrays = {"strategy_returns": strategy, "hold_returns": hold, "periods_per_year": np.float64(ppy)}
+    write_json(fold_dir / "threshold.json", choice.to_dict())
+    return {"threshold": choice.threshold, "threshold_rule": choice.rule, "test": record}, arrays
+
+
 def pooled_scores(task: str, run_dir: Path, folds, close: np.ndarray) -> dict:
     """Metrics over the test bars of ``folds`` (a count: folds 0..n-1; or fold numbers) together, rebuilt
     from the saved predictions."""
@@ -515,6 +568,20 @@ def pooled_scores(task: str, run_dir: Path, folds, close: np.ndarray) -> dict:
     parts = [np.load(Path(run_dir) / f"fold_{k}" / "predictions.npz") for k in ks]
     cat = {key: np.concatenate([p[key] for p in parts]) for key in ("outputs", "targets", "end_idx", "naive")}
     return evaluate.score(task, cat["outputs"], cat["targets"], close, cat["end_idx"], cat["naive"])
+
+
+def _verdict(task: str, run_dir: Path, folds, results: list[dict], pooled: dict) -> str:
+    """The pooled test bars' verdict line (:mod:`convnext_fast.trading.verdict`), each fold trading at
+    the τ chosen on its own validation windows."""
+    from ..trading.verdict import skill_from_scores, verdict_line
+    from .fold_trading import pooled_market
+
+    ppy = [np.load(Path(run_dir) / f"fold_{k}" / "predictions.npz").get("periods_per_year") for k in folds]
+    market = None
+    if ppy and all(p is not None for p in ppy):
+        market = pooled_market(run_dir, folds, results, float(ppy[0]))
+    where = f"pooled test bars of {len(results)} fold(s), τ chosen on each fold's validation bars"
+    return verdict_line(skill_from_scores(task, pooled), market, where)
 
 
 def _samples_per_s(results: list[dict]) -> float:
@@ -617,7 +684,9 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         raise UserError(f"fold must be in [0, {len(splits)}), got {config.fold}")
     progress = progress_enabled(config.progress) and ctx.is_main
     log_dir = run_dir / f"fold_{config.fold}" if one_fold else run_dir
-    log = EpochLog(log_dir, tensorboard=config.tensorboard and ctx.is_main, echo=not progress)
+    # One line per epoch on stderr, on a terminal too (where the batch bar is transient): it stays.
+    eta = Eta(folds=1 if one_fold else len(splits), epochs=config.epochs)
+    log = EpochLog(log_dir, tensorboard=config.tensorboard and ctx.is_main, echo=ctx.is_main, eta=eta)
     results = []
     try:
         for k, split in enumerate(splits):
@@ -626,12 +695,15 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             fold_dir = run_dir / f"fold_{k}"
             if config.resume and (fold_dir / "result.json").is_file():
                 results.append(json.loads((fold_dir / "result.json").read_text()))
+                eta.fold_finished()
                 continue
             fold_dir.mkdir(parents=True, exist_ok=True)
             fold = _Fold(k, split, data, config, ctx, device)
             state = _train_fold(fold, config, data, log, fold_dir, progress)
             if ctx.is_main:
-                results.append(_finish_fold(fold, state, config, data, fold_dir))
+                single = None if isinstance(data, prepare.UniverseData) else candles
+                results.append(_finish_fold(fold, state, config, data, fold_dir, single))
+            eta.fold_finished()
             distributed.barrier(ctx)
     finally:
         log.close()
@@ -651,6 +723,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
                 pooled=pooled,
                 wall_s=time.perf_counter() - start,
                 train_samples_per_s=_samples_per_s(results),
+                verdict=_verdict(config.task, run_dir, done, results, pooled),
             )
     else:
         pooled = pooled_scores(config.task, run_dir, len(splits), data.close)
@@ -660,6 +733,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
         pooled=pooled,
         wall_s=time.perf_counter() - start,
         train_samples_per_s=_samples_per_s(results),
+        verdict=_verdict(config.task, run_dir, [r["fold"] for r in results], results, pooled),
     )
     write_json(
         run_dir / "results.json",
@@ -670,6 +744,7 @@ def _train(config, candles, ctx, device, start) -> TrainResult | None:
             "train_samples_per_s": result.train_samples_per_s,
             "world_size": ctx.world_size,
             "device": str(device),
+            "verdict": result.verdict,
         },
     )
     return result

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .decision import DecisionPolicy
+from .trading.decision import DecisionPolicy
 
 if TYPE_CHECKING:
-    from ..train.checkpoint import CheckpointMeta
+    from .train.checkpoint import CheckpointMeta
 
 # Windows per forward pass: large enough to amortise the per-call overhead, small enough that a long
 # series never holds all its activations at once.
@@ -24,10 +24,10 @@ def checkpoint_inputs(meta: CheckpointMeta, candles, symbol: str | None = None) 
     """``[C_in, N]`` model inputs of ``candles`` as the checkpoint was trained on them: its feature spec and
     normalisation, or a universe's per-symbol causal normalisation (and HTF / symbol channels)."""
     if meta.universe is not None:
-        from ..data.universe import model_inputs
+        from .data.universe import model_inputs
 
         return model_inputs(candles, meta, symbol)
-    from ..features.pipeline import compute_features
+    from .features.pipeline import compute_features
 
     c = candles
     features = compute_features(c.open, c.high, c.low, c.close, c.volume, spec=meta.feature_spec)
@@ -41,8 +41,8 @@ def model_outputs(checkpoint: str, candles, symbol: str | None = None) -> tuple[
     a universe (its per-symbol inputs and symbol channel)."""
     import torch
 
-    from ..data.dataset import sliding_windows
-    from ..train.checkpoint import load_checkpoint
+    from .data.dataset import sliding_windows
+    from .train.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint, allow_universe=True)
     windows, end_idx = sliding_windows(checkpoint_inputs(meta, candles, symbol), meta.window_length())
