@@ -17,7 +17,7 @@ def _with_threshold(path, tau):
     from convnext_fast.train import load_checkpoint, save_checkpoint
 
     model, meta = load_checkpoint(path, fused=False)
-    return save_checkpoint(path.with_name("auto.safetensors"), model, {**meta, "threshold": tau})
+    return save_checkpoint(path.with_name("auto.safetensors"), model, meta.replace(threshold=tau))
 
 
 def test_live_auto_trades_at_the_checkpoints_threshold(tmp_path, rng, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_threshold_option_and_resolution():
     assert threshold_option("auto") == "auto" and threshold_option("0.45") == 0.45
     with pytest.raises(argparse.ArgumentTypeError, match="'auto'"):
         threshold_option("high")
-    meta = {"threshold": 0.42}
+    meta = SimpleNamespace(threshold=0.42)  # the one field of trading.model_meta.ModelMeta it reads
     assert resolve_threshold(None, meta, "checkpoint a") == (
         0.42,
         "chosen on the validation bars of checkpoint a",
@@ -105,6 +106,6 @@ def test_threshold_option_and_resolution():
     assert resolve_threshold(0.6, meta, "checkpoint a") == (0.6, "--threshold")
     assert resolve_threshold(None, None, "--probs", fallback=0.5)[0] == 0.5
     with pytest.raises(UserError, match=r"has no validation-chosen threshold.*--threshold NUMBER"):
-        resolve_threshold("auto", {}, "checkpoint old.safetensors")
+        resolve_threshold("auto", SimpleNamespace(threshold=None), "checkpoint old.safetensors")
     with pytest.raises(UserError, match="needs a --checkpoint"):
         resolve_threshold("auto", None, "--probs", fallback=0.5)
