@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from ..errors import UserError
 
+_KINDS = {int: "an integer", float: "a number"}
 # Options a file may not set: they steer the command line itself.
 _NOT_IN_FILES = {"help", "version", "config"}
 
@@ -40,7 +41,8 @@ def read_config(path: str) -> dict:
 
 
 def _flag(action: argparse.Action) -> str:
-    return max(action.option_strings, key=len)
+    """The long flag (for --x/--no-x, argparse lists --x first)."""
+    return next(s for s in action.option_strings if s.startswith("--"))
 
 
 def _scalar_text(value, where: str) -> str:
@@ -64,7 +66,7 @@ def _check(parser: argparse.ArgumentParser, action: argparse.Action, text: str, 
         except argparse.ArgumentTypeError as exc:
             raise UserError(f"{where}: {exc}") from None
         except (TypeError, ValueError):
-            kind = getattr(action.type, "__name__", "value")
+            kind = _KINDS.get(action.type) or getattr(action.type, "__name__", "a valid value")
             raise UserError(f"{where}: expected {kind}, got {text!r}") from None
     if action.choices is not None and value not in action.choices:
         options = ", ".join(map(str, action.choices))

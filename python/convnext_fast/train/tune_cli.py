@@ -20,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument(
         "--metric",
         default=None,
-        help="pooled out-of-sample score: balanced_accuracy (default), macro_f1, accuracy, "
-        "direction_accuracy, log_loss; ic (regression default), rank_ic, mse; or a backtest of the pooled "
-        "signals: sharpe, total_return, calmar",
+        help="pooled out-of-sample score (default: balanced_accuracy, or ic for regression): "
+        "balanced_accuracy, macro_f1, accuracy, direction_accuracy, log_loss; ic, rank_ic, mse; or a "
+        "backtest of the pooled signals: sharpe, total_return, calmar",
     )
     tune.add_argument("--storage", default=None, help="study database (default sqlite:///OUT/study.db)")
     tune.add_argument("--study-name", default="convnext-fast", help="study in the database to create or join")
