@@ -65,12 +65,32 @@ def test_choices_are_the_librarys():
         (["--htf", "4,x"], "argument --htf: expected comma-separated integers, got '4,x'"),
         (["--symbols", "A,,B"], "argument --symbols: 'A,,B' has an empty name"),
         (["--interval", "7"], "argument --interval: invalid choice: '7'"),
+        (["--ema-decay", "1"], "argument --ema-decay: must be > 0 and < 1, got 1"),
+        (["--horizons", "4,0"], "argument --horizons: expected positive integers, got '4,0'"),
     ],
 )
 def test_bad_training_flags_name_the_flag(argv, needle, capsys):
     with pytest.raises(SystemExit) as done:
         _parser("train").parse_args([*argv, "--out", "o"])
     assert done.value.code == 2 and needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--dims", "8,16,32,64"], "--dims and --depths override the variant together"),
+        (["--folds", "2", "--fold", "2"], "--fold must be in [0, 2) (folds are numbered from 0; --folds 2), got 2"),
+        (["--test-start", "2024-01-01", "--fold", "1"], "--fold must be in [0, 1) (folds are numbered from 0; "
+         "--test-start makes one fold), got 1"),
+    ],
+)  # fmt: skip
+def test_flag_combinations_are_worded_in_flags(argv, needle):
+    from convnext_fast.errors import UserError
+    from convnext_fast.train.cli import config_from_args
+
+    with pytest.raises(UserError) as info:
+        config_from_args(_parser("train").parse_args([*argv, "--out", "o"]))
+    assert needle in str(info.value)
 
 
 def test_too_many_folds_name_folds_and_the_most_that_fit():

@@ -53,12 +53,17 @@ non_negative_int = int_at_least(0)
 window_length = int_at_least(32, " (the model's total stride)")
 
 
-def float_in(low: float, high: float | None = None, *, open_low: bool = False) -> Callable[[str], float]:
+def float_in(
+    low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
+) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = _number(text, float, "a number")
         too_low = value <= low if open_low else value < low
-        if value != value or too_low or (high is not None and value > high):
-            bound = f"{'>' if open_low else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        too_high = high is not None and (value >= high if open_high else value > high)
+        if value != value or too_low or too_high:
+            bound = f"{'>' if open_low else '>='} {low:g}"
+            if high is not None:
+                bound += f" and {'<' if open_high else '<='} {high:g}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
@@ -76,6 +81,14 @@ def int_tuple(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def positive_int_tuple(text: str) -> tuple[int, ...]:
+    """``"1,4,12"`` → ``(1, 4, 12)``, every one >= 1 (bar counts, widths, depths)."""
+    values = int_tuple(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def symbol_list(text: str) -> str:

@@ -12,15 +12,17 @@ import sys
 from ..cli import options
 from ..cli.options import (
     int_at_least,
-    int_tuple,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    positive_int_tuple,
 )
+from ..errors import UserError
 from .choices import LABEL_KINDS, MODELS, PRECISIONS, REGRESSION_LOSSES, TASKS
 
 float_fraction = options.float_in(0.0, 1.0)
+decay = options.float_in(0.0, 1.0, open_low=True, open_high=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, farm_out: bool = True) -> None:
@@ -51,7 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, farm_out: bool = True) -> 
         "--norm-bars", type=positive_int, default=512, help="per-symbol causal z-score length in bars"
     )
     uni.add_argument(
-        "--htf", type=int_tuple, default=(), help="higher-timeframe channels as interval multiples, e.g. 4,24"
+        "--htf",
+        type=positive_int_tuple,
+        default=(),
+        help="higher-timeframe channels as interval multiples, e.g. 4,24",
     )
     uni.add_argument(
         "--symbol-embedding",
@@ -84,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, farm_out: bool = True) -> 
         help="volatility multiple of the volatility/triple-barrier labels",
     )
     target.add_argument(
-        "--horizons", type=int_tuple, default=(1,), help="regression horizons in bars, e.g. 1,4,12"
+        "--horizons", type=positive_int_tuple, default=(1,), help="regression horizons in bars, e.g. 1,4,12"
     )
     target.add_argument(
         "--regression-loss", choices=REGRESSION_LOSSES, default="huber", help="regression criterion"
@@ -92,8 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, farm_out: bool = True) -> 
 
     model = parser.add_argument_group("model")
     options.add(model, "variant")
-    model.add_argument("--dims", type=int_tuple, default=None, help="override the variant: 4 stage widths")
-    model.add_argument("--depths", type=int_tuple, default=None, help="override the variant: 4 stage depths")
+    model.add_argument(
+        "--dims", type=positive_int_tuple, default=None, help="override the variant: 4 stage widths"
+    )
+    model.add_argument(
+        "--depths", type=positive_int_tuple, default=None, help="override the variant: 4 stage depths"
+    )
     model.add_argument("--model", choices=MODELS, default="fused", help="which implementation trains")
     options.add(model, "backend")
     model.add_argument(
@@ -114,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, farm_out: bool = True) -> 
     optim.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max gradient norm (0: off)")
     optim.add_argument(
         "--ema-decay",
-        type=float_fraction,
+        type=decay,
         default=None,
         help="keep an EMA of the weights, e.g. 0.999 (default off)",
     )
@@ -182,6 +191,7 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`~convnext_fast.train.TrainConfig` of the parsed options."""
     from .trainer import TrainConfig
 
+    _check_combinations(args)
     label = {
         key: value
         for key, value in (
@@ -240,6 +250,17 @@ def config_from_args(args: argparse.Namespace):
         progress=args.progress,
         tensorboard=args.tensorboard,
     )
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    """What no single flag's type can check, worded in flags (TrainConfig says it in field names)."""
+    if (args.dims is None) != (args.depths is None):
+        raise UserError("--dims and --depths override the variant together; give both or neither")
+    fold = getattr(args, "fold", None)
+    n_folds = 1 if args.test_start is not None else args.folds
+    if fold is not None and fold >= n_folds:
+        why = "--test-start makes one fold" if args.test_start is not None else f"--folds {args.folds}"
+        raise UserError(f"--fold must be in [0, {n_folds}) (folds are numbered from 0; {why}), got {fold}")
 
 
 def _symbols(text: str | None) -> tuple[str, ...] | None:
