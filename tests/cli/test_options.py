@@ -38,6 +38,7 @@ def test_trading_rule_and_sizing_defaults_are_the_librarys(command):
 
 def test_choices_are_the_librarys():
     from convnext_fast.backends import BACKENDS
+    from convnext_fast.data.candles import INTERVALS
     from convnext_fast.data.labels import LABEL_KINDS
     from convnext_fast.live.predictor import PREDICTOR_BACKENDS
     from convnext_fast.reference import TASKS
@@ -45,6 +46,7 @@ def test_choices_are_the_librarys():
     from convnext_fast.trading.cli import PORTFOLIO_SIZINGS
     from convnext_fast.train import choices
 
+    assert options.INTERVALS == INTERVALS
     assert options.ORDER_TYPES == backtest.ORDER_TYPES
     assert options.SIZING_METHODS == sizing.SIZINGS
     assert PORTFOLIO_SIZINGS == portfolio.SIZINGS

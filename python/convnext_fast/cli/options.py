@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..backends import BACKENDS
-from ..data.candles import INTERVALS
 from ..variants import VARIANTS
 
+# Copies of constants whose modules import numpy or numba (tests/cli/test_options.py holds them equal):
+# the parser, and so every --help, needs nothing heavier than the standard library.
+INTERVALS = ("1", "3", "5", "15", "30", "60", "120", "240", "360", "720", "D", "W", "M")  # data/candles.py
 CATEGORIES = ("spot", "linear", "inverse")
-ORDER_TYPES = ("market", "limit")  # trading/backtest.py's, which imports numba
+ORDER_TYPES = ("market", "limit")  # trading/backtest.py
 SIZING_METHODS = ("fixed", "kelly", "vol-target")  # trading/sizing.py's SIZINGS
 RUNS = "runs"  # git-ignored: where every output goes unless the user names a place
 
