@@ -7,7 +7,9 @@ import importlib
 from collections.abc import Callable
 
 
-def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, names: dict[str, str]
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package`` whose public ``names`` map to the submodule defining them."""
     namespace = importlib.import_module(package).__dict__
 
