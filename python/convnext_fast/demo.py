@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import options
+from .cli import argtypes, options
 from .errors import UserError
 
 SYNTHETIC_TAG = "SYNTHETIC"
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="reduced sizes for CI (about a minute)")
     parser.add_argument(
         "--last",
-        type=options.int_at_least(2),
+        type=argtypes.int_at_least(2),
         help="use only the newest N candles of --data (default: all in full mode, 2400 with --quick)",
     )
     options.add(parser, "threshold", default=0.4)

@@ -1,5 +1,6 @@
 """``convnext-fast``: the command line. :mod:`.main` composes the commands, :mod:`.options` defines the
-options they share, :mod:`.config` feeds a TOML ``--config`` file through the same parser."""
+options they share (with the value types of :mod:`.argtypes`), :mod:`.config` feeds a TOML ``--config``
+file through the same parser."""
 
 from __future__ import annotations
 

@@ -12,13 +12,13 @@ import asyncio
 import io
 import time
 
-from ..cli import options
+from ..cli import argtypes, options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add(parser, "variant", help="model size (untrained: weights do not change the cost)")
     parser.add_argument(
-        "--bars", type=options.positive_int, default=500, help="SYNTHETIC candles replayed after warm-up"
+        "--bars", type=argtypes.positive_int, default=500, help="SYNTHETIC candles replayed after warm-up"
     )
     options.add(parser, "window", "backend", "threads")
 

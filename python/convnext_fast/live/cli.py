@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import options
+from ..cli import argtypes, options
 from ..data.candles import Candles, format_ms, interval_to_ms
 from ..errors import UserError
 
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add(src, "data", help="replay this CSV file or candle-store folder")
     src.add_argument(
         "--speed",
-        type=options.positive_float,
+        type=argtypes.positive_float,
         help="replay pace: × real time (e.g. 3600 = one hour candle per second); default full speed",
     )
     options.add(src, "symbol", help="Bybit symbol (or the series in a --data store)")
@@ -58,12 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--ws-url", default="wss://stream.bybit.com/v5/public/{category}", help="Bybit WS URL")
     src.add_argument(
         "--poll-seconds",
-        type=options.positive_float,
+        type=argtypes.positive_float,
         default=5.0,
         help="REST polling period (fallback source)",
     )
     src.add_argument(
-        "--bars", type=options.positive_int, default=3000, help="SYNTHETIC market length in candles"
+        "--bars", type=argtypes.positive_int, default=3000, help="SYNTHETIC market length in candles"
     )
     options.add(src, "seed", help="SYNTHETIC market seed, and the untrained model's weights")
     src.add_argument(
@@ -74,14 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     src.add_argument(
         "--max-jump",
-        type=options.positive_float,
+        type=argtypes.positive_float,
         default=0.5,
         help="reject (and refetch through REST) a candle whose high or low is further than this fraction "
         "from the previous close (a spike is never traded)",
     )
     src.add_argument(
         "--history-tol",
-        type=options.positive_float,
+        type=argtypes.positive_float,
         default=1e-6,
         help="cold start from the exchange: fetch enough history for every feature to be within this "
         "tolerance of its full-history value",
@@ -128,16 +128,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="resume a state written by another source/model/dataset, or overwrite one without --resume",
     )
-    out.add_argument("--max-bars", type=options.positive_int, help="stop after this many closed candles")
+    out.add_argument("--max-bars", type=argtypes.positive_int, help="stop after this many closed candles")
     out.add_argument(
         "--heartbeat-s",
-        type=options.non_negative_float,
+        type=argtypes.non_negative_float,
         default=60.0,
         help="heartbeat JSON record at most this often, in seconds",
     )
     out.add_argument(
         "--metrics-port",
-        type=options.int_at_least(0),
+        type=argtypes.int_at_least(0),
         help="serve Prometheus metrics on this port (needs the [live] extra)",
     )
     out.add_argument("--verbose", action="store_true", help="log every ignored candle")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import options
-from ..cli.options import (
+from ..cli import argtypes, options
+from ..cli.argtypes import (
     int_at_least,
     non_negative_float,
     non_negative_int,
@@ -21,8 +21,8 @@ from ..cli.options import (
 from ..errors import UserError
 from .choices import LABEL_KINDS, MODELS, PRECISIONS, REGRESSION_LOSSES, TASKS
 
-float_fraction = options.float_in(0.0, 1.0)
-decay = options.float_in(0.0, 1.0, open_low=True, open_high=True)
+float_fraction = argtypes.float_in(0.0, 1.0)
+decay = argtypes.float_in(0.0, 1.0, open_low=True, open_high=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, farm_out: bool = True) -> None:
