@@ -5,8 +5,8 @@ way wherever it comes from.
 
 Only the standard library and light constants are imported here: building a parser (and so every
 ``--help``) must never pay for torch, numba or matplotlib. Defaults that mirror a library dataclass
-(``BacktestConfig``, ``SizingRule``, ``TrainConfig``) are spelt out here and tests/cli/test_options.py
-holds them equal to the dataclass's.
+(``BacktestConfig``, ``SizingRule``; ``TrainConfig``'s in train/cli.py) are spelt out, and
+tests/cli/test_options.py holds them equal to the dataclass's.
 """
 
 from __future__ import annotations
