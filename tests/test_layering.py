@@ -32,9 +32,8 @@ PLACED = {
     "convnext_fast.train.tune": "app",
     # Batch prediction loads a checkpoint and decides through trading: the train layer's reader.
     "convnext_fast.prediction": "train",
-    # The backtest command lines load checkpoints (train) and trade (trading).
-    "convnext_fast.trading.cli": "app",
-    "convnext_fast.trading.portfolio_cli": "app",
+    # `convnext-fast bench`: builds a live engine from the command line's options.
+    "convnext_fast.live.bench": "app",
 }
 FOLDER_LAYER = {
     "features": "features",
@@ -48,8 +47,9 @@ FOLDER_LAYER = {
 def layer_of(module: str) -> str:
     if module in PLACED:
         return PLACED[module]
-    if module.endswith(".__main__"):  # ``python -m convnext_fast.<area>``: a command line
-        return "app"
+    last = module.rsplit(".", 1)[-1]
+    if last in ("__main__", "cli") or last.endswith("_cli") or module.startswith(f"{PACKAGE}.cli."):
+        return "app"  # command lines (each area's options and run(), the cli/ package, python -m)
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in FOLDER_LAYER:
         return FOLDER_LAYER[parts[1]]

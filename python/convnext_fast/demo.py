@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import argtypes, options
 from .demo_summary import _fmt, baseline_accuracy_row
 from .errors import UserError
 
@@ -40,34 +41,35 @@ QUICK = DemoSize(bars=2_400, holdout=150, window=64, epochs=1, folds=2, max_wind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", help="candles: a CSV file or candle-store folder (default: SYNTHETIC market)"
-    )
+    options.add(parser, "data", help="candles: a CSV file or candle-store folder (default: SYNTHETIC market)")
     parser.add_argument(
         "--fetch", action="store_true", help="fetch recent Bybit candles instead (needs network)"
     )
-    parser.add_argument("--symbol", default="BTCUSDT", help="symbol for --fetch / a candle-store folder")
-    parser.add_argument("--interval", default="60", help="kline interval for --fetch / a candle-store folder")
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    options.add(parser, "symbol", help="symbol for --fetch / a candle-store folder")
+    options.add(parser, "interval", help="kline interval for --fetch / a candle-store folder")
+    options.add(
+        parser,
+        "out",
+        default=f"{options.RUNS}/demo",
+        help=f"output folder (default {options.RUNS}/demo, git-ignored)",
+    )
     parser.add_argument("--quick", action="store_true", help="reduced sizes for CI (about a minute)")
     parser.add_argument(
         "--last",
-        type=int,
+        type=argtypes.int_at_least(2),
         help="use only the newest N candles of --data (default: all in full mode, 2400 with --quick)",
     )
-    from .trading.threshold import threshold_option
-
-    parser.add_argument(
-        "--threshold",
-        type=threshold_option,
+    options.add(
+        parser,
+        "threshold",
         default="auto",
-        help="signal confidence threshold τ, or 'auto' (default): the τ the trainer chose on the validation "
-        "bars of the fold whose model is traded",
+        help="confidence threshold τ, or 'auto' (default): the τ the trainer chose on the validation bars of "
+        "the fold whose model is traded",
     )
     # One thread by default: on the shared 2-core box a second intra-op thread made training 5-10x slower
     # (7 vs 70 samples/s measured under load); raise it on a machine of your own.
-    parser.add_argument("--threads", type=int, default=1, help="training threads")
-    parser.add_argument("--seed", type=int, default=0, help="SYNTHETIC market and training seed")
+    options.add(parser, "threads", help="training threads")
+    options.add(parser, "seed", help="SYNTHETIC market and training seed")
     _add_sizing_and_funding(parser)
     from .demo_universe import add_universe_arguments
 
@@ -76,19 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_sizing_and_funding(parser: argparse.ArgumentParser) -> None:
     """Sizing and funding as ``backtest`` and ``live`` take them; passed on to the live replay too."""
-    from .data.funding import add_funding_arguments
-    from .trading.sizing import add_sizing_arguments
-
     rules = parser.add_argument_group("trading rules")
-    rules.add_argument(
-        "--size", type=float, default=1.0, help="position notional / equity (cap for kelly/vol-target)"
-    )
-    rules.add_argument(
-        "--stop-loss", type=float, help="stop distance as a fraction of entry (kelly needs it)"
-    )
-    rules.add_argument("--take-profit", type=float, help="take-profit distance as a fraction of entry")
-    add_sizing_arguments(parser)
-    add_funding_arguments(parser)
+    options.add(rules, "size", help="position notional / equity (cap for kelly/vol-target)")
+    options.add(rules, "stop_loss", "take_profit")
+    options.add_sizing(parser)
+    options.add_funding(parser)
 
 
 def _rule_flags(args) -> list[str]:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cli import options
 from .demo_summary import _fmt, baseline_accuracy_row
 from .errors import UserError
 
@@ -45,7 +46,7 @@ def add_universe_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the chain over many symbols: a SYNTHETIC universe, or --data STORE with --symbols",
     )
-    group.add_argument("--symbols", help="with --universe --data: the store's symbols, e.g. BTCUSDT,ETHUSDT")
+    options.add(group, "symbols", help="with --universe --data: the store's symbols, e.g. BTCUSDT,ETHUSDT")
 
 
 def _series(args, size: UniverseDemoSize) -> tuple[dict, str]:

@@ -21,11 +21,16 @@ def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tenso
     return x.new_empty(x.shape[0]).bernoulli_(keep) / keep
 
 
-@torch.compiler.assume_constant_result
 def backend_for(device_type: str, requested: str | None) -> str:
     """The backend for every block of one forward, resolved once (also honours ``use_backend``).
     Under ``torch.compile`` it is fixed at trace time, which keeps the graph free of context-variable reads."""
     return choose_backend(device_type, requested)
+
+
+# The mark ``torch.compiler.assume_constant_result`` sets, set by hand: calling the decorator imports
+# torch._dynamo (~3 s) at import time, for every user, though only torch.compile reads the mark.
+# tests/test_model.py checks that the decorator still sets exactly this attribute.
+backend_for._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 _BLOCK_OPS: dict[str, tuple] = {}

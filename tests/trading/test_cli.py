@@ -76,7 +76,6 @@ def test_backtest_from_signals(rng, tmp_path, capsys):
         (["--probs", "{tmp}/probs.npy", "--threshold", "1.5"], r"threshold must be in \[0, 1\]"),
         (["--signals", "{tmp}/signals.npy", "--sweep", "0.5"], "--sweep needs probabilities"),
         (["--probs", "{tmp}/probs.npy", "--sweep", "0.5,high"], "comma-separated"),
-        (["--probs", "{tmp}/probs.npy", "--taker-fee-bps", "-2"], "taker_fee_bps"),
     ],
 )
 def test_user_mistakes_are_user_errors(extra, message, rng, tmp_path):
@@ -87,6 +86,18 @@ def test_user_mistakes_are_user_errors(extra, message, rng, tmp_path):
     args = ["--data", str(csv), "--out", str(tmp_path / "r")] + [a.format(tmp=tmp_path) for a in extra]
     with pytest.raises(UserError, match=message):
         run_cli(*args)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--taker-fee-bps", "-2", "must be >= 0, got -2"), ("--leverage", "0", "must be > 0, got 0")],
+)
+def test_bad_trading_rules_are_refused_naming_the_flag(flag, value, message, tmp_path, capsys):
+    """A cost or limit out of range fails while parsing, with the flag's name (not BacktestConfig's field)."""
+    with pytest.raises(SystemExit) as done:
+        run_cli("--data", "bars.csv", "--probs", "p.npy", "--out", str(tmp_path / "r"), flag, value)
+    assert done.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_missing_data_is_a_user_error(tmp_path):

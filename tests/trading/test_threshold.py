@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from convnext_fast.cli.argtypes import threshold_or_auto as threshold_option
 from convnext_fast.errors import UserError
 from convnext_fast.trading.backtest import BacktestConfig, run_backtest
 from convnext_fast.trading.decision import DecisionPolicy
@@ -16,7 +17,6 @@ from convnext_fast.trading.threshold import (
     resolve_threshold,
     select_threshold,
     threshold_grid,
-    threshold_option,
 )
 from tests.trading.market import random_bars
 

@@ -215,7 +215,12 @@ def test_command_line_trains_from_a_csv_and_reports_errors_in_one_line(tmp_path,
         [*common, "--epochs", "1", "--precision", "fp16", "--device", "cpu", "--out", str(tmp_path / "bad")]
     )
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error:") and "fp16" in err and len(err.strip().splitlines()) == 1
+    assert (
+        rc == 2
+        and err.startswith("convnext-fast: error:")
+        and "fp16" in err
+        and len(err.strip().splitlines()) == 1
+    )
     rc = main(["--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")])
     assert rc == 2 and "--data" in capsys.readouterr().err
 

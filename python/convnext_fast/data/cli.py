@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 
-from convnext_fast.data.candles import INTERVALS
+from convnext_fast.cli import options
+from convnext_fast.data.intervals import parse_time_ms
 from convnext_fast.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--symbol", default="BTCUSDT", help="Bybit symbol (default BTCUSDT)")
-    parser.add_argument("--interval", default="60", choices=INTERVALS, help="kline interval (default 60)")
-    parser.add_argument("--category", default="linear", choices=("spot", "linear", "inverse"))
-    parser.add_argument("--store", default="data", help="candle store folder (default ./data)")
+    options.add(parser, "symbol", help="Bybit symbol")
+    options.add(parser, "interval", "category", "store")
     parser.add_argument(
         "--start", help="first candle wanted: YYYY-MM-DD[ HH:MM] UTC or epoch ms (needed for an empty store)"
     )
@@ -26,17 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="import this CSV instead of fetching; with several symbols: SYMBOL=PATH (repeat it) or a folder "
         "of SYMBOL.csv files",
     )
-    parser.add_argument("--base-url", default="https://api.bybit.com", help="Bybit REST base URL")
+    options.add(parser, "base_url")
     parser.add_argument(
         "--funding", action="store_true", help="also store the funding history (linear/inverse perpetuals)"
     )
-    add_universe_arguments(parser)
-
-
-def add_universe_arguments(parser: argparse.ArgumentParser) -> None:
     many = parser.add_argument_group("many symbols")
-    many.add_argument(
-        "--symbols",
+    options.add(
+        many,
+        "symbols",
         help="comma-separated symbols fetched (or imported) one after another into the one store; every "
         "request of every symbol (and of every other fetch on this machine) shares one rate limit",
     )
@@ -125,21 +120,3 @@ def _report_gaps(gaps) -> None:
             f"  {len(gaps)} hole(s) remain: the exchange served no candles there (a later fetch retries them)",
             file=sys.stderr,
         )
-
-
-def parse_time_ms(text: str | None, name: str) -> int | None:
-    """'2024-01-31', '2024-01-31 12:00' (UTC) or epoch ms; errors name the option."""
-    if text is None:
-        return None
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(
-            f"{name} {text!r} is not a date like 2024-01-31 or 2024-01-31 12:00, nor epoch ms"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return int(moment.timestamp() * 1000)

@@ -204,16 +204,6 @@ class FundingSchedule:
         self._asked_until = max(self._asked_until, int(state["asked_until"]))
 
 
-def add_funding_arguments(parser) -> None:
-    group = parser.add_argument_group("funding (perpetuals)")
-    group.add_argument(
-        "--funding",
-        metavar="PATH",
-        help="funding rates (funding.parquet or a time_ms,rate CSV); default: the store's, beside --data",
-    )
-    group.add_argument("--no-funding", action="store_true", help="charge no funding")
-
-
 def funding_for_bars(args, start_ms: np.ndarray, *, symbol: str, category: str = "linear", say=print):
     """The per-bar funding ``backtest``/``demo`` apply: ``--funding PATH``, else the store's funding beside
     ``--data`` for a perpetual; None with ``--no-funding`` or when there is none (said in one line)."""

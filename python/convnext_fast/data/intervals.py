@@ -52,3 +52,21 @@ def format_ms(ms: int) -> str:
         return dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     except (OverflowError, OSError, ValueError, TypeError):
         return f"{ms} epoch ms"
+
+
+def parse_time_ms(text: str | None, name: str) -> int | None:
+    """'2024-01-31', '2024-01-31 12:00' (UTC) or epoch ms; errors name the option."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(
+            f"{name} {text!r} is not a date like 2024-01-31 or 2024-01-31 12:00, nor epoch ms"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp() * 1000)

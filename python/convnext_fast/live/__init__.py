@@ -4,6 +4,11 @@ Run it with ``python -m convnext_fast.live`` (or ``convnext-fast live``); :class
 per-candle core, :func:`run_live` its async driver.
 """
 
-from .loop import LiveContext, LiveEngine, OutputSink, run_live
+from .._lazy import lazy_exports
+
+# Loaded on first use: the loop imports torch, which `python -m convnext_fast.live --help` must not wait for.
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: "loop" for name in ("LiveContext", "LiveEngine", "OutputSink", "run_live")}
+)
 
 __all__ = ["LiveContext", "LiveEngine", "OutputSink", "run_live"]

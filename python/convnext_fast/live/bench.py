@@ -12,16 +12,15 @@ import asyncio
 import io
 import time
 
-from ..backends import BACKENDS
-from ..variants import VARIANTS
+from ..cli import argtypes, options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--variant", default="atto", choices=tuple(VARIANTS), help="model size")
-    parser.add_argument("--bars", type=int, default=500, help="candles replayed after warm-up")
-    parser.add_argument("--window", type=int, default=256, help="window length T")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="forward backend")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    options.add(parser, "variant", help="model size (untrained: weights do not change the cost)")
+    parser.add_argument(
+        "--bars", type=argtypes.positive_int, default=500, help="SYNTHETIC candles replayed after warm-up"
+    )
+    options.add(parser, "window", "backend", "threads")
 
 
 def untrained_engine(variant: str, window: int, backend: str = "auto"):

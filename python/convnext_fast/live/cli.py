@@ -22,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import BACKENDS
-from ..data.candles import INTERVALS, Candles, format_ms, interval_to_ms
+from ..cli import argtypes, options
+from ..data.candles import Candles, format_ms, interval_to_ms
 from ..errors import UserError
-from ..trading.threshold import resolve_threshold, threshold_option
-from ..variants import VARIANTS
 from .startup import SYNTHETIC_BANNER, load_model, series_digest, setup_logging
 
 SOURCES = ("auto", "ws", "rest", "replay", "synthetic")
@@ -34,8 +32,6 @@ log = logging.getLogger("convnext_fast.live")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..trading.backtest import add_config_arguments
-
     src = parser.add_argument_group("candles")
     src.add_argument(
         "--source",
@@ -44,27 +40,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where candles come from (default auto: "
         "--data if given, else Bybit when online, else the SYNTHETIC market)",
     )
-    src.add_argument("--data", help="replay this CSV file or candle-store folder")
+    options.add(src, "data", help="replay this CSV file or candle-store folder")
     src.add_argument(
         "--speed",
-        type=float,
+        type=argtypes.positive_float,
         help="replay pace: × real time (e.g. 3600 = one hour candle per second); default full speed",
     )
-    src.add_argument("--symbol", default="BTCUSDT", help="Bybit symbol (default BTCUSDT)")
-    src.add_argument(
-        "--symbols",
+    options.add(src, "symbol", help="Bybit symbol (or the series in a --data store)")
+    options.add(
+        src,
+        "symbols",
         help="trade several symbols, e.g. BTCUSDT,ETHUSDT: one WebSocket, one batched model call per bar "
         "(live/universe.py; replaces --symbol)",
     )
-    src.add_argument("--interval", default="60", choices=INTERVALS, help="kline interval (default 60)")
-    src.add_argument("--category", default="linear", choices=("spot", "linear", "inverse"))
-    src.add_argument("--base-url", default="https://api.bybit.com", help="Bybit REST base URL")
+    options.add(src, "interval", "category", "base_url")
     src.add_argument("--ws-url", default="wss://stream.bybit.com/v5/public/{category}", help="Bybit WS URL")
-    src.add_argument("--poll-seconds", type=float, default=5.0, help="REST polling period (fallback source)")
     src.add_argument(
-        "--bars", type=int, default=3000, help="SYNTHETIC market length in candles (default 3000)"
+        "--poll-seconds",
+        type=argtypes.positive_float,
+        default=5.0,
+        help="REST polling period (fallback source)",
     )
-    src.add_argument("--seed", type=int, default=0, help="SYNTHETIC market seed (default 0)")
+    src.add_argument(
+        "--bars", type=argtypes.positive_int, default=3000, help="SYNTHETIC market length in candles"
+    )
+    options.add(src, "seed", help="SYNTHETIC market seed, and the untrained model's weights")
     src.add_argument(
         "--start",
         help="replay: first bar to trade, YYYY-MM-DD[ HH:MM] UTC, epoch ms or 'all' (default: the "
@@ -73,17 +73,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     src.add_argument(
         "--max-jump",
-        type=float,
+        type=argtypes.positive_float,
         default=0.5,
         help="reject (and refetch through REST) a candle whose high or low is further than this fraction "
-        "from the previous close (default 0.5; a spike is never traded)",
+        "from the previous close (a spike is never traded)",
     )
     src.add_argument(
         "--history-tol",
-        type=float,
+        type=argtypes.positive_float,
         default=1e-6,
         help="cold start from the exchange: fetch enough history for every feature to be within this "
-        "tolerance of its full-history value (default 1e-6)",
+        "tolerance of its full-history value",
     )
 
     mdl = parser.add_argument_group("model")
@@ -92,45 +92,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="trained checkpoint (convnext-fast train); without it an UNTRAINED "
         "model runs, for plumbing and latency only",
     )
-    mdl.add_argument(
-        "--variant",
-        default="atto",
-        choices=tuple(VARIANTS),
-        help="untrained model size (default atto; its random weights come from --seed)",
-    )
-    mdl.add_argument("--window", type=int, help="window length T (default: the checkpoint's, else 256)")
-    mdl.add_argument("--backend", default="auto", choices=BACKENDS, help="force a forward backend")
-    mdl.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: one bar at a time does "
-        "not gain from intra-op threads on a small CPU)",
+    options.add(mdl, "variant", help="untrained model size (its random weights come from --seed)")
+    options.add(mdl, "window", default=None, help="window length T (default: the checkpoint's, else 256)")
+    options.add(mdl, "backend", help="force a forward backend (auto: the fastest live one)")
+    options.add(
+        mdl,
+        "threads",
+        help="torch threads (one bar at a time does not gain from intra-op threads on a small CPU)",
     )
 
     dec = parser.add_argument_group("decisions")
-    dec.add_argument(
-        "--threshold",
-        type=threshold_option,
-        default=0.5,
-        help="confidence threshold τ (default 0.5), or 'auto': the τ the trainer chose on the checkpoint's "
-        "validation bars",
+    options.add(
+        dec,
+        "threshold",
+        help="confidence threshold τ, or 'auto': the τ the trainer chose on the checkpoint's validation bars",
     )
-    dec.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
-    add_config_arguments(dec)  # the backtest's own options: live trades under the same rules
+    options.add(dec, "size")
+    options.add_trading_rules(dec)  # the backtest's own options: live trades under the same rules
 
     out = parser.add_argument_group("output and state")
-    out.add_argument("--out", help="JSON lines file (default: stdout when it is not a terminal)")
     out.add_argument(
-        "--state",
-        default="live_state.db",
-        help="durable state (SQLite), committed with every candle (default live_state.db)",
+        "--out", metavar="PATH", help="JSON lines file (default: stdout when it is not a terminal)"
     )
+    options.add(out, "state")
     out.add_argument(
         "--durability",
         choices=("fsync", "os"),
         default="fsync",
-        help="fsync: every committed candle survives a power cut (default); os: survives any crash of "
+        help="fsync (default): every committed candle survives a power cut; os: survives any crash of "
         "the process (kill -9), the kernel flushes to disk",
     )
     out.add_argument(
@@ -143,15 +132,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="resume a state written by another source/model/dataset, or overwrite one without --resume",
     )
-    out.add_argument("--max-bars", type=int, help="stop after this many closed candles")
+    out.add_argument("--max-bars", type=argtypes.positive_int, help="stop after this many closed candles")
     out.add_argument(
         "--heartbeat-s",
-        type=float,
+        type=argtypes.non_negative_float,
         default=60.0,
-        help="heartbeat JSON record at most this often (default 60 s)",
+        help="heartbeat JSON record at most this often, in seconds",
     )
     out.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port (needs the [live] extra)"
+        "--metrics-port",
+        type=argtypes.int_at_least(0),
+        help="serve Prometheus metrics on this port (needs the [live] extra)",
     )
     out.add_argument("--verbose", action="store_true", help="log every ignored candle")
 
@@ -357,6 +348,7 @@ def _identity(args, feed: Feed, model_id: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..trading.backtest import config_from_args
     from ..trading.broker import PaperBroker
+    from ..trading.threshold import resolve_threshold
     from .metrics import LiveMetrics
     from .session import DecisionRule, build_engine
     from .state import LiveStore

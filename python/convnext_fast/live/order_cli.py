@@ -192,11 +192,10 @@ def order_hook(args: argparse.Namespace, config) -> OrderHook | None:
 def add_sizing_and_funding_arguments(parser: argparse.ArgumentParser) -> None:
     """``--sizing ...`` and ``--funding/--no-funding``: the backtest's own options, so live sizes and pays
     funding as the backtest does."""
-    from ..data.funding import add_funding_arguments
-    from ..trading.sizing import add_sizing_arguments
+    from ..cli import options
 
-    add_sizing_arguments(parser)
-    add_funding_arguments(parser)
+    options.add_sizing(parser)
+    options.add_funding(parser)
 
 
 def attach_sizing_and_funding(args, engine, config, history, *, synthetic: bool) -> str:

@@ -11,11 +11,26 @@ metrics and the HTML report.
 
 from __future__ import annotations
 
-from ._checks import TradingInputError
-from .backtest import TRADE_DTYPE, BacktestConfig, BacktestResult, run_backtest, sweep_thresholds
-from .broker import PaperBroker
-from .metrics import Metrics, compute_metrics
-from .signals import signal_from_probs, signals_from_probs, signals_from_regression
+from .._lazy import lazy_exports
+
+# Loaded on first use: the backtest and broker import numba, which no --help should wait for.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TradingInputError": "_checks",
+        "TRADE_DTYPE": "backtest",
+        "BacktestConfig": "backtest",
+        "BacktestResult": "backtest",
+        "run_backtest": "backtest",
+        "sweep_thresholds": "backtest",
+        "PaperBroker": "broker",
+        "Metrics": "metrics",
+        "compute_metrics": "metrics",
+        "signal_from_probs": "signals",
+        "signals_from_probs": "signals",
+        "signals_from_regression": "signals",
+    },
+)
 
 __all__ = [
     "TRADE_DTYPE",

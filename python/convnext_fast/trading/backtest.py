@@ -128,38 +128,8 @@ class BacktestConfig:
         return cls(**data)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Options for every :class:`BacktestConfig` field (``--taker-fee-bps`` …), shared by the backtest and live commands so both trade under the same rules."""
-    defaults = BacktestConfig()
-    parser.add_argument("--initial-equity", type=float, default=defaults.initial_equity)
-    parser.add_argument("--taker-fee-bps", type=float, default=defaults.taker_fee_bps)
-    parser.add_argument("--maker-fee-bps", type=float, default=defaults.maker_fee_bps)
-    parser.add_argument("--slippage-bps", type=float, default=defaults.slippage_bps)
-    parser.add_argument("--stop-loss", type=float, help="stop distance as a fraction of entry, e.g. 0.02")
-    parser.add_argument("--take-profit", type=float, help="take-profit distance as a fraction of entry")
-    parser.add_argument("--leverage", type=float, default=defaults.leverage, help="max notional / equity")
-    parser.add_argument("--close-on-hold", action="store_true", help="a Hold signal closes the position")
-    parser.add_argument(
-        "--maintenance-margin",
-        type=float,
-        help="liquidate at this equity / notional, e.g. 0.005 (default off)",
-    )
-    parser.add_argument(
-        "--order-type",
-        choices=ORDER_TYPES,
-        default=defaults.order_type,
-        help="signal entries/exits: market (taker fee + slippage) or limit (maker, e.g. post-only)",
-    )
-    parser.add_argument(
-        "--take-profit-order",
-        choices=ORDER_TYPES,
-        default=defaults.take_profit_order,
-        help="take-profit fills as market (default: what live attaches on the exchange) or limit (maker)",
-    )
-
-
 def config_from_args(args: argparse.Namespace) -> BacktestConfig:
-    """The :class:`BacktestConfig` of the options :func:`add_config_arguments` added."""
+    """The :class:`BacktestConfig` of the trading-rule options (``convnext_fast.cli.options.add_trading_rules``)."""
     return BacktestConfig(**{f.name: getattr(args, f.name) for f in fields(BacktestConfig)})
 
 

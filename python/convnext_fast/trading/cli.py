@@ -13,53 +13,63 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..data.funding import add_funding_arguments, funding_for_bars
+from ..cli import options
 from ..errors import UserError
-from ..prediction import model_outputs
-from .backtest import add_config_arguments, config_from_args, run_backtest, sweep_thresholds
 from .decision import DecisionPolicy
-from .portfolio_cli import add_portfolio_arguments, run_portfolio_cli
-from .report import periods_per_year_from, write_report, write_trades_csv
 from .signals import signals_from_probs
-from .sizing import add_sizing_arguments, sizing_from_args
-from .threshold import resolve_threshold, threshold_option
-from .traded_bars import first_traded_bar
-from .verdict import checkpoint_skill, few_trades_warning, market_check, verdict_line
+from .sizing import sizing_from_args
+
+# numba (backtest), matplotlib (report) and pyarrow (funding) load in run(): --help never waits for them.
+PORTFOLIO_SIZINGS = ("portfolio", "symbol")  # trading/portfolio.py's SIZINGS (it imports numba)
 
 if TYPE_CHECKING:
     from ..train.checkpoint import CheckpointMeta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="candles: a CSV file or a candle-store folder")
-    parser.add_argument(
-        "--symbol", default="BTCUSDT", help="series in a candle-store folder (default BTCUSDT)"
-    )
-    parser.add_argument(
-        "--interval", default="60", help="kline interval in a candle-store folder (default 60)"
-    )
+    options.add(parser, "data", required=True)
+    options.add(parser, "symbol", help="series in a candle-store folder")
+    options.add(parser, "interval", help="kline interval in a candle-store folder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a trained model checkpoint (convnext_fast.train)")
     source.add_argument("--probs", help=".npy [N, 3] probabilities (Long, Short, Hold), one row per candle")
     source.add_argument("--signals", help=".npy [N] signals (+1 Long, -1 Short, 0 Hold), one per candle")
-    parser.add_argument("--out", default="report", help="output folder (default ./report)")
+    options.add(
+        parser,
+        "out",
+        default=f"{options.RUNS}/backtest",
+        help=f"output folder: report.html, trades.csv (default {options.RUNS}/backtest, git-ignored)",
+    )
     parser.add_argument(
         "--start",
         help="first bar to trade: YYYY-MM-DD[ HH:MM] UTC, epoch ms, or 'all' (default: with --checkpoint, "
         "the start of its out-of-sample test range; else the first bar)",
     )
-    parser.add_argument(
-        "--threshold",
-        type=threshold_option,
+    options.add(
+        parser,
+        "threshold",
+        default=None,
         help="confidence threshold τ, or 'auto': the τ the trainer chose on the checkpoint's validation bars "
         "(default: auto with --checkpoint, else 0.5)",
     )
-    parser.add_argument("--size", type=float, default=1.0, help="position notional / equity (default 1)")
+    options.add(parser, "size")
     parser.add_argument("--sweep", help="comma-separated thresholds to sweep in parallel, e.g. 0.4,0.5,0.6")
-    add_config_arguments(parser)
-    add_sizing_arguments(parser)
-    add_funding_arguments(parser)
-    add_portfolio_arguments(parser)
+    options.add_trading_rules(parser)
+    options.add_sizing(parser)
+    options.add_funding(parser)
+    group = parser.add_argument_group("portfolio (many symbols on one capital)")
+    options.add(
+        group,
+        "symbols",
+        help="comma-separated symbols of the --data store: one portfolio backtest with --checkpoint's model",
+    )
+    group.add_argument(
+        "--portfolio-sizing",
+        choices=PORTFOLIO_SIZINGS,
+        default="portfolio",
+        help="--size as a fraction of the portfolio's equity (portfolio) or of the capital plus the "
+        "symbol's own P&L (symbol)",
+    )
 
 
 def _candles(args):
@@ -95,6 +105,9 @@ class _Decisions:
 
 
 def _decisions(args, candles) -> _Decisions:
+    from ..prediction import model_outputs
+    from .threshold import resolve_threshold
+
     n = len(candles)
     if args.signals:
         return _Decisions(_load_npy("--signals", args.signals, n, ()), None)
@@ -127,6 +140,9 @@ def _sweep_thresholds(args) -> list[float] | None:
 
 def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding) -> None:
     """One row per τ; a row with too few trades for its Sharpe to mean anything says so."""
+    from .backtest import sweep_thresholds
+    from .verdict import few_trades_warning
+
     if probs is None:
         raise UserError("--sweep needs probabilities (--probs or a classification --checkpoint)")
     c = candles
@@ -156,6 +172,8 @@ def _print_sweep(args, thresholds, candles, probs, config, ppy, sizing, funding)
 
 def _portfolio_threshold(args) -> float | None:
     """The number ``--threshold`` (or ``auto``) means for the portfolio path, said once."""
+    from .threshold import resolve_threshold
+
     if not args.checkpoint:
         return resolve_threshold(args.threshold, None, "--probs", fallback=DEFAULT_THRESHOLD)[0]
     meta = None
@@ -169,6 +187,13 @@ def _portfolio_threshold(args) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.funding import funding_for_bars
+    from .backtest import config_from_args, run_backtest
+    from .portfolio_cli import run_portfolio_cli
+    from .report import periods_per_year_from, write_report, write_trades_csv
+    from .traded_bars import first_traded_bar
+    from .verdict import checkpoint_skill, market_check, verdict_line
+
     if getattr(args, "symbols", None):
         args.threshold = _portfolio_threshold(args)
         return run_portfolio_cli(args)

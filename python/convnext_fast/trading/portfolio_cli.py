@@ -18,22 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import UserError
-from .portfolio import SIZINGS, run_portfolio
-
-
-def add_portfolio_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("portfolio (many symbols on one capital)")
-    group.add_argument(
-        "--symbols",
-        help="comma-separated symbols of the --data store: one portfolio backtest with --checkpoint's model",
-    )
-    group.add_argument(
-        "--portfolio-sizing",
-        choices=SIZINGS,
-        default="portfolio",
-        help="--size as a fraction of the portfolio's equity (portfolio, default) or of the capital plus the "
-        "symbol's own P&L (symbol)",
-    )
+from .portfolio import run_portfolio
 
 
 def _symbol_table(result, ppy: float) -> str:

@@ -204,27 +204,8 @@ class StreamingSizer:
         self._closes = [float(c) for c in state["closes"]]
 
 
-def add_sizing_arguments(parser) -> None:
-    """``--sizing`` and its parameters, shared by ``backtest``, ``live`` and ``demo`` (``--size`` is the
-    fixed size, and the cap of the other methods)."""
-    defaults = SizingRule()
-    group = parser.add_argument_group("sizing (see docs/sizing.md)")
-    group.add_argument(
-        "--sizing", choices=SIZINGS, default="fixed", help="position sizing (default fixed --size)"
-    )
-    group.add_argument("--max-risk", type=float, default=defaults.max_risk,
-                       help="kelly: lose at most this fraction of equity at the stop (default 0.02)")  # fmt: skip
-    group.add_argument(
-        "--kelly-scale", type=float, default=defaults.kelly_scale, help="kelly multiplier (default ½)"
-    )
-    group.add_argument("--target-vol", type=float, default=defaults.target_vol,
-                       help="vol-target: annualised volatility to aim for (default 0.5)")  # fmt: skip
-    group.add_argument("--vol-window", type=int, default=defaults.vol_window,
-                       help="vol-target: bars of returns in the realized volatility (default 168)")  # fmt: skip
-
-
 def sizing_from_args(args, config, periods_per_year: float) -> SizingRule:
-    """The :class:`SizingRule` of the options :func:`add_sizing_arguments` added (``config``: the
+    """The :class:`SizingRule` of the sizing options (``convnext_fast.cli.options.add_sizing``; ``config``: the
     :class:`~convnext_fast.trading.backtest.BacktestConfig` whose stop/take-profit Kelly reads)."""
     return SizingRule(
         method=args.sizing,

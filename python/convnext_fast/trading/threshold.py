@@ -112,22 +112,7 @@ def select_threshold(
     )
 
 
-AUTO = "auto"
-
-
-def threshold_option(text: str) -> float | str:
-    """argparse ``type`` of ``--threshold``: a number, or ``auto`` (the τ the checkpoint's trainer chose
-    on its validation bars)."""
-    if str(text).strip().lower() == AUTO:
-        return AUTO
-    try:
-        return float(text)
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(
-            f"expected a number (e.g. 0.45) or 'auto' (the checkpoint's validation-chosen τ), got {text!r}"
-        ) from None
+AUTO = "auto"  # --threshold auto (cli.argtypes.threshold_or_auto spells the same word)
 
 
 def resolve_threshold(

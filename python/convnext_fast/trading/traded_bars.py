@@ -17,7 +17,7 @@ def first_traded_ms(start: str | None, meta: ModelMeta | None) -> tuple[int | No
     """``(start_ms or None for the first bar, note)`` of ``--start`` (YYYY-MM-DD[ HH:MM] UTC, epoch ms,
     'all'). Without ``--start`` and with a checkpoint the default is the start of its out-of-sample test
     range: trading the bars it was trained on would report an in-sample fantasy. ``note`` says so."""
-    from ..data.cli import parse_time_ms
+    from ..data.intervals import parse_time_ms
 
     if start == "all":
         return None, None
@@ -32,7 +32,7 @@ def first_traded_ms(start: str | None, meta: ModelMeta | None) -> tuple[int | No
 
 def trained_until_ms(meta: ModelMeta | None) -> int | None:
     """End of the last range the checkpoint was fitted or selected on (train/val), or None if unknown."""
-    from ..data.cli import parse_time_ms
+    from ..data.intervals import parse_time_ms
 
     ends_at = {} if meta is None else meta.fitted_range_ends
     ends = [parse_time_ms(end, f"the checkpoint's {name} range") for name, end in ends_at.items()]

@@ -6,14 +6,22 @@ convnext_fast.train``) is the command line."""
 
 from __future__ import annotations
 
-from .checkpoint import (
-    CheckpointMeta,
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    validate_meta,
+from .._lazy import lazy_exports
+
+# Loaded on first use: `convnext-fast train --help` imports this package and must not wait for torch.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CheckpointMeta": "checkpoint",
+        "load_checkpoint": "checkpoint",
+        "restore_training_state": "checkpoint",
+        "save_checkpoint": "checkpoint",
+        "validate_meta": "checkpoint",
+        "TrainConfig": "trainer",
+        "TrainResult": "trainer",
+        "train": "trainer",
+    },
 )
-from .trainer import TrainConfig, TrainResult, train
 
 __all__ = [
     "CheckpointMeta",

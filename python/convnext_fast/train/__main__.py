@@ -1,25 +1,15 @@
-"""``python -m convnext_fast.train ...`` and ``torchrun --nproc_per_node=N -m convnext_fast.train ...``."""
+"""``python -m convnext_fast.train ...`` and ``torchrun --nproc_per_node=N -m convnext_fast.train ...``:
+the same options, ``--config`` file ([train] table) and error handling as ``convnext-fast train``."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ..errors import UserError
-from .cli import add_arguments, run
+from ..cli.main import main as cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m convnext_fast.train", description="Walk-forward training."
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,43 +1,42 @@
-"""``convnext-fast train`` (and ``python -m convnext_fast.train``, also under ``torchrun``)."""
+"""``convnext-fast train`` (and ``python -m convnext_fast.train``, also under ``torchrun``).
+
+Defaults are TrainConfig's, written out here because the trainer imports torch and ``--help`` must not;
+tests/cli/test_options.py holds the two equal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..backends import BACKENDS
-from ..variants import VARIANTS
-from .loop import PRECISIONS
-from .losses import REGRESSION_LOSSES
-from .trainer import TrainConfig
+from ..cli import argtypes, options
+from ..cli.argtypes import (
+    int_at_least,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_int_tuple,
+)
+from ..errors import UserError
+from .choices import LABEL_KINDS, MODELS, PRECISIONS, REGRESSION_LOSSES, TASKS
 
-_LABEL_KINDS = ("fixed", "volatility", "triple_barrier")
+float_fraction = argtypes.float_in(0.0, 1.0)
+decay = argtypes.float_in(0.0, 1.0, open_low=True, open_high=True)
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
+def add_arguments(parser: argparse.ArgumentParser, *, farm_out: bool = True) -> None:
+    """Every training option. ``farm_out=False`` leaves out --fold and --resume (tune, which trains every
+    fold of each trial itself and resumes through its study)."""
     data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data", default=None, help="candle CSV file or candle-store folder (not needed for --universe)"
-    )
-    data.add_argument("--symbol", default=d.symbol, help="symbol in a candle store (default %(default)s)")
-    data.add_argument(
-        "--interval", default=d.interval, help="interval in a candle store (default %(default)s)"
-    )
-    data.add_argument("--window", type=int, default=d.window, help="bars per sample, T (default %(default)s)")
-    data.add_argument(
-        "--stride", type=int, default=d.stride, help="bars between samples (default %(default)s)"
-    )
+    options.add(data, "data", help="candle CSV file or candle-store folder (not needed for --universe)")
+    options.add(data, "symbol", help="symbol in a candle store")
+    options.add(data, "interval", help="interval in a candle store")
+    options.add(data, "window", help="bars per sample, T")
+    data.add_argument("--stride", type=positive_int, default=1, help="bars between samples")
     data.add_argument(
         "--max-windows",
-        type=int,
+        type=int_at_least(10),
         default=None,
         help="keep only the newest N samples (fast CPU runs; a universe splits N evenly over its symbols)",
     )
@@ -46,22 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     uni = parser.add_argument_group("universe (one model over many symbols)")
-    uni.add_argument(
-        "--symbols", default=None, help="comma-separated symbols of the --data store, e.g. BTCUSDT,ETHUSDT"
-    )
+    options.add(uni, "symbols", help="comma-separated symbols of the --data store, e.g. BTCUSDT,ETHUSDT")
     uni.add_argument(
         "--universe", default=None, help="a SYNTHETIC universe instead: synthetic:N or synthetic:NxBARS"
     )
     uni.add_argument(
-        "--norm-bars",
-        type=int,
-        default=d.norm_bars,
-        help="per-symbol causal z-score length (default %(default)s)",
+        "--norm-bars", type=positive_int, default=512, help="per-symbol causal z-score length in bars"
     )
     uni.add_argument(
         "--htf",
-        type=_int_tuple,
-        default=d.htf,
+        type=positive_int_tuple,
+        default=(),
         help="higher-timeframe channels as interval multiples, e.g. 4,24",
     )
     uni.add_argument(
@@ -72,75 +66,118 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     uni.add_argument(
         "--balanced",
         action=argparse.BooleanOptionalAction,
-        default=d.balanced,
-        help="sample every symbol equally often (default on)",
+        default=True,
+        help="sample every symbol equally often",
     )
 
     target = parser.add_argument_group("target")
-    target.add_argument("--task", choices=("classification", "regression"), default=d.task)
+    target.add_argument("--task", choices=TASKS, default="classification", help="what the model predicts")
     target.add_argument(
-        "--label-kind", choices=_LABEL_KINDS, default=None, help="classification labels (default fixed)"
+        "--label-kind", choices=LABEL_KINDS, default=None, help="classification labels (default fixed)"
     )
-    target.add_argument("--horizon", type=int, default=None, help="label horizon in bars")
-    target.add_argument("--threshold", type=float, default=None, help="log-return threshold for fixed labels")
+    target.add_argument("--horizon", type=positive_int, default=None, help="label horizon in bars")
     target.add_argument(
-        "--k", type=float, default=None, help="volatility multiple for volatility/triple-barrier labels"
+        "--threshold",
+        type=non_negative_float,
+        default=None,
+        help="log-return threshold of the fixed labels (not the trading τ)",
     )
     target.add_argument(
-        "--horizons", type=_int_tuple, default=d.horizons, help="regression horizons, e.g. 1,4,12"
+        "--k",
+        type=positive_float,
+        default=None,
+        help="volatility multiple of the volatility/triple-barrier labels",
     )
-    target.add_argument("--regression-loss", choices=REGRESSION_LOSSES, default=d.regression_loss)
+    target.add_argument(
+        "--horizons", type=positive_int_tuple, default=(1,), help="regression horizons in bars, e.g. 1,4,12"
+    )
+    target.add_argument(
+        "--regression-loss", choices=REGRESSION_LOSSES, default="huber", help="regression criterion"
+    )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--variant", choices=tuple(VARIANTS), default=d.variant)
-    model.add_argument("--dims", type=_int_tuple, default=None, help="override the variant: 4 stage widths")
-    model.add_argument("--depths", type=_int_tuple, default=None, help="override the variant: 4 stage depths")
+    options.add(model, "variant")
     model.add_argument(
-        "--model", choices=("fused", "reference"), default="fused", help="which implementation trains"
+        "--dims", type=positive_int_tuple, default=None, help="override the variant: 4 stage widths"
     )
-    model.add_argument("--backend", choices=BACKENDS, default=d.backend)
-    model.add_argument("--drop-path", type=float, default=d.drop_path_rate)
+    model.add_argument(
+        "--depths", type=positive_int_tuple, default=None, help="override the variant: 4 stage depths"
+    )
+    model.add_argument("--model", choices=MODELS, default="fused", help="which implementation trains")
+    options.add(model, "backend")
+    model.add_argument(
+        "--drop-path", type=float_fraction, default=0.1, help="stochastic-depth rate of the deepest block"
+    )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=d.epochs)
-    optim.add_argument("--batch-size", type=int, default=d.batch_size)
-    optim.add_argument("--lr", type=float, default=d.lr)
-    optim.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    optim.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    optim.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    optim.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0: off)")
-    optim.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights, e.g. 0.999")
-    optim.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    optim.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
-    optim.add_argument("--seed", type=int, default=d.seed)
+    optim.add_argument("--epochs", type=positive_int, default=100, help="epochs per fold (at most)")
+    optim.add_argument("--batch-size", type=positive_int, default=32, help="windows per step")
+    optim.add_argument("--lr", type=positive_float, default=4e-4, help="peak AdamW learning rate")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay")
+    optim.add_argument(
+        "--warmup-epochs", type=non_negative_float, default=5.0, help="linear warm-up before the cosine decay"
+    )
+    optim.add_argument(
+        "--label-smoothing", type=float_fraction, default=0.1, help="cross-entropy label smoothing"
+    )
+    optim.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max gradient norm (0: off)")
+    optim.add_argument(
+        "--ema-decay",
+        type=decay,
+        default=None,
+        help="keep an EMA of the weights, e.g. 0.999 (default off)",
+    )
+    optim.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast precision")
+    optim.add_argument("--patience", type=positive_int, default=10, help="early-stopping patience in epochs")
+    options.add(optim, "seed")
 
     wf = parser.add_argument_group("walk-forward")
-    wf.add_argument("--folds", type=int, default=d.folds)
+    wf.add_argument("--folds", type=positive_int, default=4, help="walk-forward folds (test blocks)")
     wf.add_argument(
         "--test-bars",
-        type=int,
+        type=positive_int,
         default=None,
         help="bars per test block (default: the tests tile the newest half (a quarter for one fold))",
     )
     wf.add_argument(
-        "--val-bars", type=int, default=None, help="validation bars per fold (default: --test-bars)"
+        "--val-bars",
+        type=non_negative_int,
+        default=None,
+        help="validation bars per fold (default: --test-bars; 0: none)",
     )
-    wf.add_argument("--train-bars", type=int, default=None, help="rolling train length (default: expanding)")
+    wf.add_argument(
+        "--train-bars",
+        type=positive_int,
+        default=None,
+        help="rolling train length in bars (default: expanding)",
+    )
     wf.add_argument(
         "--test-start", default=None, help="one fold tested on every bar from this date, e.g. 2024-01-01"
     )
-    wf.add_argument(
-        "--fold",
-        type=int,
-        default=None,
-        help="train only fold K (0-based) into --out, to farm folds out; the last one pools results.json",
-    )
+    if farm_out:
+        wf.add_argument(
+            "--fold",
+            type=non_negative_int,
+            default=None,
+            help="train only fold K (0-based) into --out, to farm folds out; the last one pools results.json",
+        )
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, results.json)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out")
-    run.add_argument("--device", default=d.device, help="auto, cpu or cuda[:N]")
-    run.add_argument("--num-threads", type=int, default=None, help="torch CPU threads per process")
+    options.add(
+        run,
+        "out",
+        required=True,
+        help="run folder (checkpoints, metrics.jsonl, results.json), e.g. runs/train",
+    )
+    if farm_out:
+        run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    run.add_argument(
+        "--num-threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads per process (default: torch's)",
+    )
     run.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -150,7 +187,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (if installed)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~convnext_fast.train.TrainConfig` of the parsed options."""
+    from .trainer import TrainConfig
+
+    _check_combinations(args)
     label = {
         key: value
         for key, value in (
@@ -198,17 +239,28 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         val_bars=args.val_bars,
         train_bars=args.train_bars,
         test_start=args.test_start,
-        fold=args.fold,
+        fold=getattr(args, "fold", None),
         augment=args.augment,
         seed=args.seed,
         device=args.device,
         fused=args.model == "fused",
         backend=args.backend,
         num_threads=args.num_threads,
-        resume=args.resume,
+        resume=getattr(args, "resume", False),
         progress=args.progress,
         tensorboard=args.tensorboard,
     )
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    """What no single flag's type can check, worded in flags (TrainConfig says it in field names)."""
+    if (args.dims is None) != (args.depths is None):
+        raise UserError("--dims and --depths override the variant together; give both or neither")
+    fold = getattr(args, "fold", None)
+    n_folds = 1 if args.test_start is not None else args.folds
+    if fold is not None and fold >= n_folds:
+        why = "--test-start makes one fold" if args.test_start is not None else f"--folds {args.folds}"
+        raise UserError(f"--fold must be in [0, {n_folds}) (folds are numbered from 0; {why}), got {fold}")
 
 
 def _symbols(text: str | None) -> tuple[str, ...] | None:

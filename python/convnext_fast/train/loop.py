@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .choices import PRECISIONS  # defined torch-free for the command line
 from .progress import batch_bar
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def autocast_context(precision: str, device: torch.device):

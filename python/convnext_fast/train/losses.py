@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-REGRESSION_LOSSES = ("mse", "huber")
+from .choices import REGRESSION_LOSSES  # defined torch-free for the command line
 
 
 def classification_loss(class_weights: torch.Tensor | None = None, label_smoothing: float = 0.1) -> nn.Module:

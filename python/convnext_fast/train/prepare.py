@@ -184,7 +184,6 @@ def fold_end_bars(
                 "--test-start must fall inside the usable data (after the feature warm-up, before the end)"
             )
         folds, test_bars = 1, hi - first_test + 1
-    test_bars = test_bars or n // (2 * max(folds, 2))
     splits = inputs.walk_forward_splits(
         n,
         folds,

@@ -372,32 +372,6 @@ def _csv_value(value):
     return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_arguments as add_train_arguments
-
-    add_train_arguments(parser)  # the base training settings; the search overrides the searched ones
-    tune = parser.add_argument_group("search")
-    tune.add_argument("--space", help="TOML/JSON search space (default: a space around the base settings)")
-    tune.add_argument(
-        "--metric",
-        default=None,
-        help="pooled out-of-sample score: balanced_accuracy (default), macro_f1, accuracy, "
-        "direction_accuracy, log_loss; ic (regression default), rank_ic, mse; or a backtest of the pooled "
-        "signals: sharpe, total_return, calmar",
-    )
-    tune.add_argument("--storage", default=None, help="study database (default sqlite:///OUT/study.db)")
-    tune.add_argument("--study-name", default="convnext-fast", help="study in the database to create or join")
-    tune.add_argument("--n-trials", type=int, default=20, help="trials this process runs (0: only report)")
-    tune.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many s")
-    tune.add_argument("--pruner", choices=("median", "none"), default="median", help="early pruning per fold")
-    tune.add_argument(
-        "--sampler-seed",
-        type=int,
-        default=None,
-        help="TPE sampler seed (default: random; give each worker its own)",
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from .cli import config_from_args
 
