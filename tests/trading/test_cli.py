@@ -206,6 +206,7 @@ def test_backtest_says_tau_and_its_source_and_a_verdict_against_baselines(rng, t
     pytest.importorskip("torch")
     from convnext_fast.data.candles import Candles
     from convnext_fast.data.labels import LabelSpec, make_labels
+    from convnext_fast.prediction import model_outputs
     from convnext_fast.trading.decision import DecisionPolicy
 
     csv = write_csv(tmp_path / "bars.csv", rng, n=400)
@@ -218,7 +219,7 @@ def test_backtest_says_tau_and_its_source_and_a_verdict_against_baselines(rng, t
     verdict = next(line for line in out.splitlines() if line.startswith("verdict ("))
     # The numbers by hand: labels from the checkpoint's spec, the majority class of its train bars.
     labels = make_labels(candles.close, candles.high, candles.low, LabelSpec(horizon=4, threshold=0.002))
-    outputs, meta = cli.model_outputs(ckpt, candles)
+    outputs, meta = model_outputs(ckpt, candles)
     _, probs, _ = DecisionPolicy.from_meta(meta, tau).batch(outputs)
     scored = (np.arange(400) >= 250) & (labels >= 0) & np.isfinite(outputs).all(axis=1)
     majority = np.bincount(labels[:200][labels[:200] >= 0], minlength=3).argmax()

@@ -15,9 +15,6 @@ import numpy as np
 
 from ..cli import options
 from ..errors import UserError
-from .decision import DecisionPolicy
-from .signals import signals_from_probs
-from .sizing import sizing_from_args
 
 # numba (backtest), matplotlib (report) and pyarrow (funding) load in run(): --help never waits for them.
 PORTFOLIO_SIZINGS = ("portfolio", "symbol")  # trading/portfolio.py's SIZINGS (it imports numba)
@@ -106,6 +103,8 @@ class _Decisions:
 
 def _decisions(args, candles) -> _Decisions:
     from ..prediction import model_outputs
+    from .decision import DecisionPolicy
+    from .signals import signals_from_probs
     from .threshold import resolve_threshold
 
     n = len(candles)
@@ -191,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from .backtest import config_from_args, run_backtest
     from .portfolio_cli import run_portfolio_cli
     from .report import periods_per_year_from, write_report, write_trades_csv
+    from .sizing import sizing_from_args
     from .traded_bars import first_traded_bar
     from .verdict import checkpoint_skill, market_check, verdict_line
 
