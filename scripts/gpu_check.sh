@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check of the Triton kernels (≤ 8 minutes on one H100/H200), from the repository root:
 #
-#   scripts/gpu_check.sh [REPORT.md]        # default: $OUT/gpu_check.md, else ./gpu_check.md
+#   scripts/gpu_check.sh [REPORT.md]        # default: $OUT/gpu_check.md, else runs/gpu_check.md
 #
 # 1. environment: needs python with torch (CUDA build) and triton; installs only pytest and pytest-timeout
 #    if they are missing (nothing heavier; set GPU_CHECK_NO_INSTALL=1 to install nothing);
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REPORT=${1:-${OUT:-.}/gpu_check.md}
+REPORT=${1:-${OUT:-runs}/gpu_check.md}
 PY=${PYTHON:-python}
 TESTS_TIMEOUT=${GPU_CHECK_TESTS_TIMEOUT:-250}
 BENCH_TIMEOUT=${GPU_CHECK_BENCH_TIMEOUT:-170}

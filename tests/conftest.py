@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-import zlib
+import tempfile
 from pathlib import Path
 
 # Without a GPU the Triton kernels run in the interpreter. @triton.jit decides at decoration time, and
@@ -17,22 +17,20 @@ import numpy as np
 import pytest
 import torch
 
+from convnext_fast.data.ratelimit import STATE_DIR_ENV
+from tests.seeds import RUN_SEED, SEED_ENV, seed_of
+
+# The Bybit rate-limit schedule is machine-wide on purpose (one IP), but a test run must not queue behind
+# other runs on the machine: one folder per run (pytest-xdist workers inherit it and share it).
+os.environ.setdefault(STATE_DIR_ENV, tempfile.mkdtemp(prefix="convnext_fast_test_state_"))
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 BTC_CSV = SHARED_DATA / "bybit_btcusdt_60.csv"
 
-# A fresh seed per run (CONVNEXT_FAST_TEST_SEED pins one to reproduce a failure).
-RUN_SEED = int(os.environ.get("CONVNEXT_FAST_TEST_SEED", random.SystemRandom().randrange(2**31)))
-
 
 def pytest_report_header(config):
-    return f"convnext_fast test seed: {RUN_SEED} (set CONVNEXT_FAST_TEST_SEED={RUN_SEED} to reproduce)"
-
-
-def seed_of(nodeid: str) -> int:
-    """The seed of one test: the run seed plus a stable hash of the test's id. (``hash()`` is salted per
-    process, so a seed built from it could not be reproduced from the printed run seed.)"""
-    return (RUN_SEED + zlib.crc32(nodeid.encode())) % 2**31
+    return f"convnext_fast test seed: {RUN_SEED} (set {SEED_ENV}={RUN_SEED} to reproduce)"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -44,7 +42,7 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(
             (
                 "seed",
-                f"run seed {RUN_SEED} (CONVNEXT_FAST_TEST_SEED={RUN_SEED}); test seed {seed_of(item.nodeid)}",
+                f"run seed {RUN_SEED} ({SEED_ENV}={RUN_SEED}); test seed {seed_of(item.nodeid)}",
             )
         )
 

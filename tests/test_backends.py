@@ -72,6 +72,7 @@ def test_reference_dispatch_matches_oracle():
     assert torch.equal(out[0], x[0]), "a dropped sample must pass its input through unchanged"
 
 
+@pytest.mark.slow
 def test_import_survives_a_missing_extension():
     """With _C unloadable, the package still imports, warns once, and runs the reference path."""
     code = (

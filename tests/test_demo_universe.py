@@ -12,6 +12,7 @@ from convnext_fast.data.synthetic import synthetic_universe
 
 
 @pytest.mark.timeout(170)
+@pytest.mark.slow
 def test_quick_universe_demo_trains_and_backtests_the_portfolio(tmp_path, capsys, rng):
     out = tmp_path / "demo"
     assert (
@@ -30,6 +31,7 @@ def test_quick_universe_demo_trains_and_backtests_the_portfolio(tmp_path, capsys
 
 
 @pytest.mark.timeout(170)
+@pytest.mark.slow
 def test_universe_demo_runs_on_a_store_given_its_symbols(tmp_path, rng, capsys):
     store = CandleStore(tmp_path / "store")
     for symbol, candles in synthetic_universe(2, 2400, seed=int(rng.integers(1000))).items():

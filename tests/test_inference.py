@@ -39,6 +39,7 @@ def test_matches_reference(batch, t):
     )
 
 
+@pytest.mark.slow
 def test_atto_variant_regression_and_non_contiguous_float64_input():
     m = randomize_(reference.create("atto", task="regression", num_outputs=4)).eval()
     session = inference.InferenceSession(m)
@@ -72,6 +73,7 @@ def test_notices_in_place_updates_and_load_state_dict():
     )
 
 
+@pytest.mark.slow
 def test_notices_replaced_parameters_and_dtype_moves():
     m = model()
     session = inference.InferenceSession(m)
@@ -123,6 +125,7 @@ def test_track_weights_must_be_a_bool():
         inference.InferenceSession(model(), track_weights="no")
 
 
+@pytest.mark.slow
 def test_train_mode_model_gives_eval_outputs():
     m = model(drop_path_rate=0.5).train()
     session = inference.InferenceSession(m)
@@ -163,6 +166,7 @@ def test_rejects_non_model():
         inference.InferenceSession(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_falls_back_to_eager_without_the_extension(monkeypatch):
     monkeypatch.setattr(inference, "_C", None)
     m = model().train()

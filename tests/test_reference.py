@@ -123,7 +123,9 @@ def expected_param_count(in_chans, dims, depths, outputs):
     return n + 2 * dims[-1] + dims[-1] * outputs + outputs  # head LayerNorm + Linear
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize(
+    "variant", [pytest.param(v, marks=pytest.mark.slow) if v == "base" else v for v in VARIANTS]
+)
 def test_param_count_and_output_shape(variant):
     model = reference.create(variant, in_chans=20).eval()
     dims, depths = VARIANTS[variant]

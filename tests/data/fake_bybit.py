@@ -226,7 +226,12 @@ class FakeBybit:
         ``answer_pings`` its pings go unanswered too (a stalled socket). New connections are normal."""
         self._call(self._mute_all(answer_pings))
 
-    def wait_for_subscribers(self, n: int = 1, timeout: float = 5.0) -> None:
+    def wait_for_subscribers(self, n: int = 1, timeout: float = 30.0) -> None:
+        """Block until ``n`` stream clients are subscribed. The default is generous on purpose: a client
+        (re)subscribes only when its event loop is free, and a live loop's first candle can hold that loop
+        for many seconds (numba compiles the paper broker on first use; longer with a cold cache on a loaded
+        machine). A 5 s default made the WebSocket drop test flaky; waiting longer costs nothing when the
+        client is quick."""
         deadline = time.monotonic() + timeout
         while len(self._subscribers) < n:
             if time.monotonic() > deadline:

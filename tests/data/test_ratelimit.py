@@ -66,6 +66,7 @@ def _max_in_any(times: np.ndarray, span: float) -> int:
     return int((np.searchsorted(times, times + span, side="left") - np.arange(len(times))).max())
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_rate_limit(tmp_path, rng):
     with FakeBybit(random_candles(rng, 50)) as fake:
         shared = _two_workers(fake, tmp_path / "state", shared=True)

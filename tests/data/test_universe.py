@@ -58,6 +58,7 @@ def _build(series, tmp_path, **spec):
                           targets_of=_labels)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_windows_never_mix_symbols_and_equal_the_symbols_own_inputs(ragged, tmp_path, rng):
     uni = _build(ragged, tmp_path, htf=(4,), symbol_embedding=True)
     window = 64
@@ -228,6 +229,7 @@ def _measure(n_sym: int, bars: int, folder: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_ram_stays_bounded_as_symbols_grow(tmp_path):
     """Peak anonymous memory (what the machine cannot page back to the file) hardly grows from 2 to 12
     symbols: features live in the memory-mapped file, one symbol is built at a time."""

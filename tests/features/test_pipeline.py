@@ -63,6 +63,7 @@ def test_features_are_scale_free(rng):
     np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_streaming_equals_batch_bar_for_bar(rng):
     c = random_candles(rng, 1500)
     spec = FeatureSpec(ema_periods=(5, 30, 120), bb_k=1.5, channels=None)

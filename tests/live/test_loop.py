@@ -43,6 +43,7 @@ def _run(engine, candles, **ctx_kwargs) -> list[dict]:
     return [json.loads(line) for line in out.getvalue().splitlines()]  # candle records only: no start()
 
 
+@pytest.mark.slow
 def test_replay_matches_batch_signals_and_backtest(rng):
     _check_replay_parity(market(HISTORY + 300, rng), rng)
 

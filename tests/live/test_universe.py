@@ -73,6 +73,7 @@ def _records(out: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
+@pytest.mark.slow
 def test_universe_replay_makes_the_portfolio_backtests_decisions_bar_for_bar(rng):
     symbols = ("AAA", "BBB", "CCC", "DDD")
     n_hist, n_live = SPEC.warmup + 20, 240

@@ -20,6 +20,7 @@ def test_script_parses():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the script would run for real")
+@pytest.mark.slow
 def test_without_a_gpu_it_reports_what_it_skipped(tmp_path):
     report = tmp_path / "out" / "gpu_check.md"
     env = {**os.environ, "PYTHON": sys.executable, "TRITON_CACHE_DIR": str(tmp_path / "cache")}

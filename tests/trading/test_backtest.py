@@ -321,6 +321,7 @@ def test_forced_close_shows_in_trades_and_equity(rng):
     assert res.equity[-1] == pytest.approx(10_000.0 + res.trades["pnl"].sum(), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_sweep_matches_single_runs(rng):
     n = 2000
     o, h, lo, c = random_bars(rng, n)

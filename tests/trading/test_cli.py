@@ -29,6 +29,7 @@ def write_csv(path, rng, n=300):
     return path
 
 
+@pytest.mark.slow
 def test_backtest_real_candles_from_probs(btc_csv, rng, tmp_path, capsys):
     n = sum(1 for _ in btc_csv.open()) - 1
     probs = rng.dirichlet([1.0, 1.0, 3.0], n)
@@ -146,6 +147,7 @@ def test_backtest_from_checkpoint_aligns_predictions_with_bars(rng, tmp_path, ca
     assert "400 bars" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_checkpoint_backtest_trades_only_its_out_of_sample_bars(rng, tmp_path, capsys):
     """With a checkpoint, the default is to trade from its test range on (never the bars it trained on);
     --start all / a date override that, and a start after the data is a user error."""

@@ -166,6 +166,7 @@ def universe_run(tmp_path_factory):
     return root, list(universe), result.folds[-1]["checkpoint"]
 
 
+@pytest.mark.slow
 def test_backtest_symbols_cli_reports_portfolio_and_symbols(universe_run, tmp_path, capsys):
     import json
 

@@ -35,6 +35,7 @@ def shape_of(obj):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_and_report_like_one(tmp_path, rng):
     candles = synthetic_candles(2400, seed=int(rng.integers(2**31)))
     csv = tmp_path / "candles.csv"

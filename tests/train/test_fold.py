@@ -31,6 +31,7 @@ def config(out, seed, **overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_one_fold_at_a_time_equals_the_full_run_and_pools_when_the_last_finishes(tmp_path, rng):
     candles = synthetic_candles(2400, seed=int(rng.integers(2**31)))
     seed = int(rng.integers(1000))

@@ -87,6 +87,7 @@ def test_best_checkpoint_reproduces_the_saved_test_predictions(tmp_path, candles
         np.testing.assert_allclose(probs, saved["outputs"], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_metrics_and_resume_picks_up_exactly(tmp_path, candles, monkeypatch, rng):
     seed = int(rng.integers(1000))
     first = train(tiny_config(tmp_path / "a", seed=seed), candles=candles)

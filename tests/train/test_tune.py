@@ -170,6 +170,7 @@ def test_two_workers_on_a_postgresql_study_finish_every_trial_exactly_once(
     check_summary(out, study, capsys)
 
 
+@pytest.mark.slow
 def test_backtest_metric_searches_the_decision_threshold(tmp_path, market, capsys):
     space = tmp_path / "space.json"
     space.write_text(
