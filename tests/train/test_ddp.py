@@ -116,9 +116,11 @@ def test_fused_model_under_ddp_matches_one_process_on_the_whole_batch(tmp_path, 
         "y": torch.from_numpy(rng.integers(0, 3, n)),
         "seed": int(rng.integers(2**31)),
     }
-    # fork: the ranks inherit the loaded torch and extension instead of importing them again (~10 s here)
+    # spawn, not fork: a forked rank inherits the parent's OpenMP state but not its thread pool, and the
+    # C++ kernels' first parallel region then hangs (seen in CI when an earlier test in the same xdist
+    # worker had run the kernels). Spawned ranks import torch and the extension afresh (~10 s).
     args = (2, f"file://{tmp_path / 'rendezvous'}", batch, str(tmp_path))
-    mp.start_processes(_fused_ddp_step, args=args, nprocs=2, start_method="fork")
+    mp.start_processes(_fused_ddp_step, args=args, nprocs=2, start_method="spawn")
 
     model = _fused_model(batch["seed"])
     # SGD: the step is linear in the gradient, so equal gradients must give equal weights to rounding.
