@@ -15,12 +15,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cli import argtypes, options
 from .demo_summary import _fmt, baseline_accuracy_row
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .train.checkpoint import CheckpointMeta
 
 SYNTHETIC_TAG = "SYNTHETIC"
 
@@ -332,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if same == len(bt_signals) else 1
 
 
-def _holdout_skill(checkpoint: str, candles, meta: dict, holdout: int, threshold: float):
+def _holdout_skill(checkpoint: str, candles, meta: CheckpointMeta, holdout: int, threshold: float):
     """Model vs naive baselines on the held-out bars, the baselines fitted on the checkpoint's train bars
     (which is why the model runs over all candles here, not only the backtest's context)."""
     from .prediction import model_outputs

@@ -540,7 +540,7 @@ def _finish_fold(fold: _Fold, state: dict, config, data, fold_dir: Path, candles
     return result
 
 
-def _trade_fold(fold: _Fold, model, meta: dict, candles, fold_dir: Path) -> tuple[dict, dict]:
+def _trade_fold(fold: _Fold, model, meta: CheckpointMeta, candles, fold_dir: Path) -> tuple[dict, dict]:
     """``(record, arrays)``: τ chosen on the validation bars (every τ tried in ``threshold.json``) and the
     test bars traded at it, deciding at every bar as the backtest does; empty for a universe (no single
     price series to trade)."""
