@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
 import time
@@ -117,6 +118,7 @@ class FakeBybit:
         )
         self.requests: list[dict] = []  # query params of every kline request, plus "t" (monotonic seconds)
         self.time_requests = 0  # GET /v5/market/time calls
+        self.funding_requests: list[dict] = []  # query params of every funding-history request
         # Persistent misbehaviour (see set_page_rows / set_stuck / set_clock_skew):
         self.page_rows: int | None = None  # serve at most this many rows per kline page, whatever `limit` is
         self.stuck_params: dict | None = None  # when set, every kline request is answered for these params
@@ -262,6 +264,10 @@ class FakeBybit:
                 self.time_requests += 1
                 fault = self._time_faults.popleft() if self._time_faults else None
             return self._time(fault)
+        if url.path == "/v5/market/funding/history":
+            with self._lock:
+                self.funding_requests.append(params)
+            return self._funding(params)
         with self._lock:
             self.requests.append({**params, "t": time.monotonic()})
             fault = self._faults.popleft() if self._faults else None
@@ -327,6 +333,29 @@ class FakeBybit:
             rows[i] = _broken_row(rows[i], opt.get("variant", "short"))
         result = {"symbol": symbol, "category": self.category, "list": rows}
         return self._envelope(0, "OK", result, time_field=time_field)
+
+    FUNDING_EVERY_MS = 8 * 3_600_000
+
+    def _funding(self, params: dict):
+        """Bybit's funding history: a settlement every 8 h over the candles' span (a deterministic rate per
+        time), the newest ``limit`` (<= 200) of those in [startTime, endTime] that settled by now, newest
+        first."""
+        if params.get("category") != self.category or params.get("symbol") != self.symbol:
+            return self._envelope(10001, "Not supported symbols", {})
+        limit = int(params.get("limit", 200))
+        if not 1 <= limit <= 200:
+            return self._envelope(10001, "params error: limit", {})
+        with self._lock:
+            now = self.now_ms + self.clock_skew_ms
+        step, first = self.FUNDING_EVERY_MS, int(self._candles.start_ms[0]) if len(self._candles) else now
+        start = max(int(params.get("startTime", first)), first)
+        end = min(int(params.get("endTime", now)), now)
+        times = range(end // step * step, (start + step - 1) // step * step - 1, -step)[:limit]
+        rows = [
+            {"symbol": self.symbol, "fundingRate": f"{1e-4 * (1 + math.sin(t / step)):.8f}", "fundingRateTimestamp": str(t)}
+            for t in times
+        ]
+        return self._envelope(0, "OK", {"category": self.category, "list": rows})
 
     def _envelope(self, code: int, msg: str, result: dict, headers: dict | None = None, time_field=None):
         now = self.now_ms + self.clock_skew_ms if time_field is None else time_field

@@ -8,6 +8,7 @@ import argparse
 import types
 
 import numpy as np
+import pytest
 
 from convnext_fast.data.funding import FundingRates, FundingSchedule
 from convnext_fast.live.order_cli import add_sizing_and_funding_arguments, attach_sizing_and_funding
@@ -82,25 +83,34 @@ def test_vol_target_sizing_and_funding_continue_bit_for_bit_across_a_resume(tmp_
     assert [plain.step(c) for c in stream][-1]["equity"] != want[-1]["equity"]
 
 
-def test_a_resumed_live_funding_schedule_asks_only_for_new_settlements(rng):
+@pytest.mark.parametrize("behind_h", [0, 100], ids=["on-time", "catching-up"])
+def test_a_resumed_live_funding_schedule_asks_only_for_new_settlements(rng, behind_h):
+    """On time, each refresh reaches just past the bar; catching up on a backlog, one refresh reaches 100 h
+    past it, so the saved state must carry the settlements the later bars are still to pay."""
     step = 8 * HOUR_MS
     t0 = 1_700_000_000_000 // step * step
     table = dict(zip((t0 + np.arange(1, 20) * step).tolist(), rng.normal(1e-4, 1e-4, 19), strict=True))
-    asked = []
+    asked, now = [], [0]
 
-    def refresh(start, end):  # the exchange's funding history: what settled in [start, end]
+    def refresh(start, end):  # the exchange's funding history: what settled in [start, end] and by now
         asked.append(start)
-        times = [t for t in table if start <= t <= end]
+        times = [t for t in table if start <= t <= min(end, now[0])]
         return FundingRates(np.array(times, np.int64), np.array([table[t] for t in times]))
 
-    live = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=t0)
+    def charge(schedule, bar):  # the live loop sees a bar a few seconds after it closed (or behind_h later)
+        now[0] = int(bar) + (1 + behind_h) * HOUR_MS + 5000
+        return schedule.rate_for_bar(bar)
+
+    clock = {"clock_ms": lambda: now[0]}
+    live = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=t0, **clock)
     bars = t0 + np.arange(60) * HOUR_MS
-    want = [live.rate_for_bar(b) for b in bars]
-    first = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=t0)
-    got = [first.rate_for_bar(b) for b in bars[:30]]
-    resumed = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=0)  # a resume has no history
+    want = [charge(live, b) for b in bars]
+    first = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=t0, **clock)
+    got = [charge(first, b) for b in bars[:30]]
+    resumed = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=0, **clock)  # a resume has no history
     resumed.set_state(first.state())
     asked.clear()
-    got += [resumed.rate_for_bar(b) for b in bars[30:]]
+    got += [charge(resumed, b) for b in bars[30:]]
     assert got == want and sum(r != 0 for r in want) >= 5
-    assert min(asked) > bars[29], "the resumed schedule never asks for the whole history again"
+    assert not asked or min(asked) > bars[29], "the resumed schedule never asks for the whole history again"
+    assert len(asked) <= 30 // (1 + behind_h) + 1  # catching up: one request covers 100 bars

@@ -137,24 +137,33 @@ def test_live_replay_pays_the_backtests_funding_and_sizes_alike(rng, tmp_path):
     assert engine.broker.equity == pytest.approx(batch.equity[-1], rel=1e-12)
 
 
-def test_live_funding_schedule_refreshes_once_per_new_bar_and_survives_a_failure():
+def test_live_funding_schedule_asks_ahead_once_and_backs_off_after_a_failure():
     from convnext_fast.data.funding import FundingSchedule
     from convnext_fast.errors import UserError
 
-    asked = []
+    asked, now = [], [6 * H]
+    table = {8 * H: 1e-4, 16 * H: -3e-4, 24 * H: 2e-4}
 
-    def refresh(start, end):
+    def refresh(start, end):  # the exchange's history: what settled in [start, end] by its clock
         asked.append((start, end))
         if len(asked) == 2:
             raise UserError("Bybit unreachable")
-        return FundingRates(np.array([8 * H, 16 * H]), np.array([1e-4, -3e-4]))
+        times = [t for t in table if start <= t <= min(end, now[0])]
+        return FundingRates(np.array(times, np.int64), np.array([table[t] for t in times]))
 
-    schedule = FundingSchedule(None, H, refresh, known_until_ms=5 * H)
-    assert schedule.rate_for_bar(5 * H) == 0.0 and asked == [(5 * H + 1, 6 * H)]
-    assert schedule.rate_for_bar(6 * H) == 0.0 and len(asked) == 2  # failed: logged, asked again next bar
-    assert schedule.rate_for_bar(7 * H) == 1e-4 and asked[-1] == (6 * H + 1, 8 * H)
-    assert schedule.rate_for_bar(7 * H) == 1e-4 and len(asked) == 3  # nothing new to ask for this bar
-    assert schedule.rate_for_bar(15 * H) == -3e-4
+    schedule = FundingSchedule(None, H, refresh, known_until_ms=5 * H, clock_ms=lambda: now[0])
+    ahead = FundingSchedule.LOOKAHEAD_MS
+    assert schedule.rate_for_bar(5 * H) == 0.0 and asked == [(5 * H + 1, 6 * H + ahead)]
+    now[0] = 17 * H  # a backlog: bars 6..16 H closed while the loop was away
+    assert schedule.rate_for_bar(6 * H) == 0.0 and len(asked) == 2  # failed: logged, charged what is known
+    assert schedule.rate_for_bar(7 * H) == 0.0 and len(asked) == 2  # within the pause: not asked again
+    now[0] += 1000  # the 1 s pause is over
+    assert schedule.rate_for_bar(7 * H) == 1e-4 and asked[-1] == (6 * H + 1, 8 * H + ahead)
+    rates = [schedule.rate_for_bar(b * H) for b in range(8, 16)]
+    assert rates == [0.0] * 7 + [-3e-4] and len(asked) == 3  # the backlog up to 16 H: one request in all
+    assert schedule.rate_for_bar(16 * H) == 0.0 and len(asked) == 4  # past the newest settlement: asks again
+    now[0] = 25 * H
+    assert schedule.rate_for_bar(23 * H) == 2e-4 and asked[-1] == (17 * H + 1, 24 * H + ahead)
 
 
 def test_fetch_funding_covers_the_stored_candles(rng, tmp_path):

@@ -9,6 +9,8 @@ the first at or after ``T`` (for hourly bars, the 08:00 settlement is charged at
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from .candles import format_ms
 PERPETUAL_CATEGORIES = ("linear", "inverse")
 FUNDING_FILE = "funding.parquet"
 MAX_FUNDING_LIMIT = 200  # Bybit's page size for funding history
+_live_log = logging.getLogger("convnext_fast.live")  # the schedule's warnings belong to the live loop
 _SCHEMA = pa.schema([("time_ms", pa.int64()), ("rate", pa.float64())])
 
 
@@ -160,7 +163,17 @@ def synthetic_funding(start_ms: int, end_ms: int, *, seed: int = 0, every_h: int
 
 class FundingSchedule:
     """Per-bar funding for the live paper broker: known settlements plus, for a live market, a refresh
-    (``refresh(after_ms, until_ms) -> FundingRates``) asked once a bar closes past the last known one."""
+    (``refresh(after_ms, until_ms) -> FundingRates``) asked when a bar closes past what is known.
+
+    A refresh asks ``LOOKAHEAD_MS`` past the bar at hand; the exchange answers with what has settled by its
+    own clock. A loop catching up on a backlog (a cold start, a resume after downtime) thus makes one
+    request for up to 30 days of bars instead of one per bar. Settlements up to the newest one returned are
+    complete, so the bars closing before it ask nothing more. A failed refresh is logged, the bar is charged
+    what is known, and the next attempt waits (1 s, doubling to 5 min; ``clock_ms`` is the wall clock) so a
+    backlog does not hammer a failing endpoint."""
+
+    LOOKAHEAD_MS = 30 * 86_400_000
+    RETRY_MAX_S = 300.0
 
     def __init__(
         self,
@@ -169,33 +182,52 @@ class FundingSchedule:
         refresh: Callable | None = None,
         *,
         known_until_ms: int | None = None,
+        clock_ms: Callable[[], int] | None = None,
     ):
         self.rates = rates or FundingRates.concat([])
         self.interval_ms, self.refresh = int(interval_ms), refresh
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         if known_until_ms is None:
             known_until_ms = int(self.rates.time_ms[-1]) if len(self.rates) else 0
         self._asked_until = int(known_until_ms)  # settlements up to here are known (or were asked for)
+        self._failures, self._retry_at_ms = 0, 0
+        self._last_start_ms = 0  # the latest bar charged: settlements after it are still to be paid
 
     def rate_for_bar(self, start_ms: int) -> float:
+        self._last_start_ms = max(self._last_start_ms, int(start_ms))
         end = int(start_ms) + self.interval_ms
         if self.refresh is not None and end > self._asked_until:
-            try:
-                fresh = self.refresh(self._asked_until + 1, end)
-                self.rates = FundingRates.concat([self.rates, fresh])
-                self._asked_until = end
-            except UserError as exc:  # a failed refresh must not stop the loop; it is retried next bar
-                import logging
-
-                logging.getLogger("convnext_fast.live").warning("funding history not refreshed: %s", exc)
+            self._refresh(end)
         return float(self.rates.per_bar(np.array([start_ms]), self.interval_ms)[0])
 
+    def _refresh(self, end: int) -> None:
+        now = int(self._clock_ms())
+        if now < self._retry_at_ms:
+            return
+        try:
+            fresh = self.refresh(self._asked_until + 1, end + self.LOOKAHEAD_MS)
+        except UserError as exc:  # must not stop the loop: charged what is known, retried after a pause
+            self._failures += 1
+            pause_s = min(self.RETRY_MAX_S, 2.0 ** (self._failures - 1))
+            self._retry_at_ms = now + int(pause_s * 1000)
+            _live_log.warning(
+                "funding history not refreshed (next try in %.0f s): %s", pause_s, exc
+            )
+            return
+        self.rates = FundingRates.concat([self.rates, fresh])
+        newest = int(fresh.time_ms[-1]) if len(fresh) else 0
+        self._asked_until = max(end, newest)
+        self._failures, self._retry_at_ms = 0, 0
+
     def state(self, keep: int = 8) -> dict:
-        """How far the settlements are known and the last ``keep`` of them: a resumed live schedule asks
-        the exchange only for what came after, not for the whole history again."""
+        """How far the settlements are known, every one still to be paid (after the latest bar charged: a
+        refresh reaches past the bar at hand) and the ``keep`` before them: a resumed
+        live schedule asks the exchange only for what came after, not for the whole history again."""
+        first = max(0, int(np.searchsorted(self.rates.time_ms, self._last_start_ms, side="right")) - keep)
         return {
             "asked_until": self._asked_until,
-            "time_ms": self.rates.time_ms[-keep:].tolist(),
-            "rate": self.rates.rate[-keep:].tolist(),
+            "time_ms": self.rates.time_ms[first:].tolist(),
+            "rate": self.rates.rate[first:].tolist(),
         }
 
     def set_state(self, state: dict) -> None:
