@@ -20,7 +20,11 @@
 set -euo pipefail
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
-die() { echo "setup.sh: $*" >&2; exit 2; }
+die() {
+  [ -z "${build_pid:-}" ] || kill "$build_pid" 2>/dev/null || true
+  echo "setup.sh: $*" >&2
+  exit 2
+}
 note() { echo "setup.sh: $*" >&2; }
 
 MODE=${1:-}
@@ -102,11 +106,24 @@ install_torch() {
   Choose: TORCH=cuda (accept that build), TORCH=keep (after installing a torch yourself), or retry online."
 }
 
+# The C++ extension compiles (about 40 s on 2 cores) while pip unpacks torch (about a minute, mostly one
+# core): built as a wheel in the background, installed with its dependencies once torch is in.
+wheels=$(mktemp -d)
+trap 'rm -rf "$wheels"' EXIT
+note "building the convnext_fast wheel (the C++ extension) in the background"
+python -m pip wheel -q --no-deps -w "$wheels" "$ROOT" >"$wheels/build.log" 2>&1 &
+build_pid=$!
 install_torch
+if ! wait "$build_pid"; then
+  tail -n 60 "$wheels/build.log" >&2
+  die "building the convnext_fast wheel failed (the last lines of its log are above)"
+fi
 extra=""
 [ "$MODE" = demo ] || extra="[test]"
-note "installing convnext_fast$extra (builds the C++ extension: about 1-2 min on 2 cores)"
-python -m pip install -q "$ROOT$extra"
+wheel=$(ls "$wheels"/convnext_fast-*.whl)
+note "installing $(basename "$wheel")$extra and its dependencies"
+python -m pip install -q "$wheel$extra"
+rm -rf "$wheels"
 note "set up in $(($(date +%s) - start)) s: $(python -c 'import torch, convnext_fast; print("torch", torch.__version__, "| convnext_fast", convnext_fast.__version__, "| backends", convnext_fast.backends())')"
 
 case "$MODE" in

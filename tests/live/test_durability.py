@@ -40,6 +40,9 @@ import convnext_fast.features.pipeline as fp, numpy as np
 # Everything a run imports, imported once for all children (torch._dynamo alone takes seconds).
 import convnext_fast.train, convnext_fast.live.session, convnext_fast.live.sources, convnext_fast.inference
 import convnext_fast.train.inputs, convnext_fast.trading.cli, convnext_fast.data.bybit, convnext_fast.data.store
+# The replayed CSV's reader, and pandas, which pyarrow imports on its first numpy conversion when it is
+# installed (as in the test extra): together most of a run's start (~1 s).
+import pandas, pyarrow.compute, pyarrow.csv
 fp.StreamingFeatures().update(1.0, 1.0, 1.0, 1.0, 1.0)  # numba's cached code, loaded once for all children
 random.seed(args["seed"])
 out = args["out"]
