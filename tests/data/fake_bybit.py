@@ -352,7 +352,11 @@ class FakeBybit:
         end = min(int(params.get("endTime", now)), now)
         times = range(end // step * step, (start + step - 1) // step * step - 1, -step)[:limit]
         rows = [
-            {"symbol": self.symbol, "fundingRate": f"{1e-4 * (1 + math.sin(t / step)):.8f}", "fundingRateTimestamp": str(t)}
+            {
+                "symbol": self.symbol,
+                "fundingRate": f"{1e-4 * (1 + math.sin(t / step)):.8f}",
+                "fundingRateTimestamp": str(t),
+            }
             for t in times
         ]
         return self._envelope(0, "OK", {"category": self.category, "list": rows})

@@ -210,9 +210,7 @@ class FundingSchedule:
             self._failures += 1
             pause_s = min(self.RETRY_MAX_S, 2.0 ** (self._failures - 1))
             self._retry_at_ms = now + int(pause_s * 1000)
-            _live_log.warning(
-                "funding history not refreshed (next try in %.0f s): %s", pause_s, exc
-            )
+            _live_log.warning("funding history not refreshed (next try in %.0f s): %s", pause_s, exc)
             return
         self.rates = FundingRates.concat([self.rates, fresh])
         newest = int(fresh.time_ms[-1]) if len(fresh) else 0
