@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 
 from convnext_fast.cli import COMMANDS, build_parser
+from tests.child_env import child_env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
 HEAVY = ("torch", "numba", "matplotlib", "pyarrow", "optuna", "scipy")
-ENV_PATH = str(PROJECT_ROOT / "python")
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
-    import os
 
-    env = {**os.environ, "PYTHONPATH": ENV_PATH}
+    env = child_env()
     return subprocess.run(
         [sys.executable, *args, "-c", code] if code else [sys.executable, *args],
         capture_output=True,

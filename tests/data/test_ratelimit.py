@@ -3,7 +3,6 @@ processes against the local fake server, and ``fetch --symbols`` / ``--import-cs
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from convnext_fast.cli import main
 from convnext_fast.data.ratelimit import STATE_DIR_ENV, SharedRateLimiter
 from convnext_fast.data.store import CandleStore
 from convnext_fast.errors import UserError
+from tests.child_env import child_env
 from tests.data.fake_bybit import FakeBybit, random_candles
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ _WORKER = textwrap.dedent(
 
 
 def _two_workers(fake: FakeBybit, state: Path, shared: bool) -> np.ndarray:
-    env = {**os.environ, STATE_DIR_ENV: str(state), "PYTHONPATH": str(ROOT / "python")}
+    env = child_env(**{STATE_DIR_ENV: str(state)})
     args = [fake.rest_url, "1" if shared else "0", str(CALLS), str(INTERVAL_S)]
     procs = [
         subprocess.Popen(

@@ -4,7 +4,6 @@ cut on time across symbols, sampling is symbol-balanced, and RAM stays bounded (
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from convnext_fast.data.universe import (
 )
 from convnext_fast.errors import UserError
 from convnext_fast.features.pipeline import FeatureSpec, compute_features, higher_timeframe_features
+from tests.child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3_600_000
@@ -222,7 +222,7 @@ print(json.dumps({"peak_anon": peak[0], "vm_hwm": vm, "features_bytes": int(uni.
 
 
 def _measure(n_sym: int, bars: int, folder: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    env = child_env()
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(n_sym), str(bars), str(folder)], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

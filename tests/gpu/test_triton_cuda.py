@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.child_env import child_env
+
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 pytest.importorskip("triton")
 
 import copy
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,7 +168,7 @@ def test_gradients_are_bitwise_identical_across_processes(tmp_path):
     root = str(Path(__file__).resolve().parents[2])
     digests = []
     for i in range(2):
-        env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path / f"cache{i}"), "PYTHONPATH": f"{root}/python"}
+        env = child_env(TRITON_CACHE_DIR=str(tmp_path / f"cache{i}"))
         result = subprocess.run(
             [sys.executable, "-c", GRADIENT_DIGEST.format(root=root)],
             env=env, capture_output=True, text=True, timeout=600, check=True,

@@ -6,7 +6,6 @@ another run (source kind, symbol, interval, checkpoint, dataset) unless ``--forc
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +15,10 @@ import pytest
 
 from convnext_fast.cli import main
 from convnext_fast.trading.backtest import BacktestConfig, run_backtest
+from tests.child_env import child_env
 
 from .support import HISTORY, market, tiny_checkpoint, write_csv
 from .test_parity import FIRST, LIVE, backtest_decisions, compare, gap_threshold, parity_series
-
-PYTHONPATH = str(Path(__file__).resolve().parents[2] / "python")
 
 
 def _lines(path: Path) -> list[dict]:
@@ -109,7 +107,7 @@ def test_kill_9_twenty_times_then_resume_processes_every_candle_once(tmp_path, r
         "kills": 20,
         "seed": int(rng.integers(1 << 30)),
     }
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    env = child_env()
     done = subprocess.run(
         [sys.executable, "-c", _KILLER, json.dumps(spec)],
         env=env,

@@ -20,12 +20,11 @@ import pytest
 
 from convnext_fast.live.exchange import Credentials
 from convnext_fast.live.state import LiveStore
+from tests.child_env import child_env
 
 from ..data.fake_bybit import FakeBybit
 from .fake_exchange import FakeExchange
 from .support import candles_until_now
-
-PYTHONPATH = str(Path(__file__).resolve().parents[2] / "python")
 
 # Imports the library once, then forks one child per run (a fresh interpreter costs seconds of imports on
 # a loaded 2-core box) and restarts it with --resume whenever it dies, until the test says stop. The child
@@ -84,8 +83,7 @@ def test_kill_9_during_orders_never_sends_an_order_twice(tmp_path, rng):
                 "--threshold", "0", "--orders", "--order-qty", "0.01", "--max-position", str(guard),
                 "--orders-url", exchange.url]  # fmt: skip
         spec = {"argv": argv, "pid": str(pid_file), "stop": str(stop)}
-        env = {**os.environ, "PYTHONPATH": PYTHONPATH, "BYBIT_API_KEY": creds.api_key,
-               "BYBIT_API_SECRET": creds.api_secret}  # fmt: skip
+        env = child_env(BYBIT_API_KEY=creds.api_key, BYBIT_API_SECRET=creds.api_secret)
         proc = subprocess.Popen(
             [sys.executable, "-c", _RESTARTER, json.dumps(spec)],
             env=env,

@@ -36,6 +36,7 @@ from convnext_fast.trading.backtest import BacktestConfig
 from convnext_fast.trading.portfolio import run_portfolio
 from convnext_fast.trading.signals import signals_from_probs
 from convnext_fast.train.prepare import normalisation
+from tests.child_env import child_env
 
 from ..data.fake_bybit import FakeBybitMany, random_candles
 from .support import (
@@ -51,7 +52,6 @@ from .support import (
 )
 
 pytestmark = pytest.mark.timeout(120)
-PYTHONPATH = str(Path(__file__).resolve().parents[2] / "python")
 
 
 class _CountingPredict:
@@ -246,7 +246,7 @@ def test_kill_9_and_resume_n_symbols_processes_every_candle_once(tmp_path):
     assert main(_argv(tmp_path, "--state", str(tmp_path / "ref.db"), "--out", str(ref_out))) == 0
     want = _candles_of(ref_out)
     out, state = tmp_path / "k.jsonl", tmp_path / "k.db"
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    env = child_env()
     for kill in range(2):
         extra = ["--state", str(state), "--out", str(out), "--speed", "2e5"] + (["--resume"] if kill else [])
         before = len(_candles_of(out)) if out.exists() else 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from tests.child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_broker_step_is_compiled_before_the_first_candle(rng):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT)])}
+    env = child_env(tests=True)
     code = SCRIPT.replace("SEED", str(int(rng.integers(2**31))))
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240

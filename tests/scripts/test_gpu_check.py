@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -36,7 +37,7 @@ def test_without_a_gpu_it_reports_what_it_skipped(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_timing_script_refuses_without_cuda(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    env = child_env()
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gpu_bench_check.py"), "--out", str(tmp_path / "t.md")],
         env=env, capture_output=True, text=True, timeout=120, check=False,
