@@ -22,6 +22,7 @@ set -euo pipefail
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() {
   [ -z "${build_pid:-}" ] || kill "$build_pid" 2>/dev/null || true
+  [ -z "${compile_pid:-}" ] || kill "$compile_pid" 2>/dev/null || true
   echo "setup.sh: $*" >&2
   exit 2
 }
@@ -80,9 +81,9 @@ install_torch() {
       return ;;
     cpu) ;;
     cuda) note "installing the default (CUDA) torch==$TORCH_VERSION from pip's indexes"
-      python -m pip install -q "torch==$TORCH_VERSION"; return ;;
+      python -m pip install -q --no-compile "torch==$TORCH_VERSION"; return ;;
     cu[0-9]*) note "installing torch==$TORCH_VERSION for $TORCH from PyTorch's index"
-      python -m pip install -q "torch==$TORCH_VERSION" --index-url "$CUDA_INDEX_BASE/$TORCH"; return ;;
+      python -m pip install -q --no-compile "torch==$TORCH_VERSION" --index-url "$CUDA_INDEX_BASE/$TORCH"; return ;;
     *) die "TORCH must be cpu, cuda, cu<version> (e.g. cu128) or keep, got '$TORCH'" ;;
   esac
   if python -c 'import sys, torch; sys.exit(torch.version.cuda is not None or torch.__version__.split("+")[0] != sys.argv[1])' \
@@ -92,38 +93,50 @@ install_torch() {
   fi
   if reachable "$CPU_INDEX/torch/"; then
     note "installing CPU torch==$TORCH_VERSION from $CPU_INDEX"
-    python -m pip install -q "torch==$TORCH_VERSION" --index-url "$CPU_INDEX"
+    python -m pip install -q --no-compile "torch==$TORCH_VERSION" --index-url "$CPU_INDEX"
     return
   fi
   note "$CPU_INDEX is not reachable; asking pip's own indexes for a CPU build of torch==$TORCH_VERSION"
   local plan
   plan=$(torch_plan) || die "pip cannot resolve torch==$TORCH_VERSION from its indexes (offline?)"
   if grep -q '^torch==.*+cpu$' <<<"$plan" && ! grep -qi '^nvidia-' <<<"$plan"; then
-    python -m pip install -q "torch==$TORCH_VERSION"
+    python -m pip install -q --no-compile "torch==$TORCH_VERSION"
     return
   fi
   die "pip's indexes offer $(grep '^torch==' <<<"$plan" || echo 'no torch'), a CUDA build ($(grep -ci '^nvidia-' <<<"$plan") NVIDIA packages, several GB), and PyTorch's CPU index is unreachable.
   Choose: TORCH=cuda (accept that build), TORCH=keep (after installing a torch yourself), or retry online."
 }
 
-# The C++ extension compiles (about 40 s on 2 cores) while pip unpacks torch (about a minute, mostly one
-# core): built as a wheel in the background, installed with its dependencies once torch is in.
+# Jobs overlap here, each measured on 2 cores: the C++ extension compiles (~40 s of both cores) while pip
+# unpacks torch (~20 s, one core). pip installs without byte-compiling, because it compiles every file on one
+# core (~80 s for torch and the test extra): for demo/env `compileall -j 0` does it on every core (torch's
+# files while the wheel finishes and the dependencies install); for test, Python compiles each module the
+# suite imports once, on first import (PYTHONDONTWRITEBYTECODE is lifted for the run).
 wheels=$(mktemp -d)
 trap 'rm -rf "$wheels"' EXIT
+site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+byte_compile() {  # files that fail to compile (test data inside some packages) are skipped, as pip does
+  [ "$MODE" = test ] || python -m compileall -q -j 0 "$@" >/dev/null 2>&1 || true
+}
 note "building the convnext_fast wheel (the C++ extension) in the background"
 python -m pip wheel -q --no-deps -w "$wheels" "$ROOT" >"$wheels/build.log" 2>&1 &
 build_pid=$!
 install_torch
+byte_compile "$site/torch" &
+compile_pid=$!
 if ! wait "$build_pid"; then
   tail -n 60 "$wheels/build.log" >&2
   die "building the convnext_fast wheel failed (the last lines of its log are above)"
 fi
+build_pid=""
 extra=""
 [ "$MODE" = demo ] || extra="[test]"
 wheel=$(ls "$wheels"/convnext_fast-*.whl)
 note "installing $(basename "$wheel")$extra and its dependencies"
-python -m pip install -q "$wheel$extra"
+python -m pip install -q --no-compile "$wheel$extra"
 rm -rf "$wheels"
+wait "$compile_pid" || true
+byte_compile "$site"  # what torch's pass compiled is up to date and skipped
 note "set up in $(($(date +%s) - start)) s: $(python -c 'import torch, convnext_fast; print("torch", torch.__version__, "| convnext_fast", convnext_fast.__version__, "| backends", convnext_fast.backends())')"
 
 case "$MODE" in
@@ -134,7 +147,7 @@ case "$MODE" in
   test)
     # The README's test command (tests/test_readme.py keeps the two the same).
     set +e
-    python -m pytest -q -p no:cacheprovider -n 2 tests "$@"
+    env -u PYTHONDONTWRITEBYTECODE python -m pytest -q -p no:cacheprovider -n 2 tests "$@"
     rc=$?
     set -e
     if [ "$rc" -eq 5 ]; then

@@ -163,14 +163,20 @@ def synthetic_funding(start_ms: int, end_ms: int, *, seed: int = 0, every_h: int
 
 class FundingSchedule:
     """Per-bar funding for the live paper broker: known settlements plus, for a live market, a refresh
-    (``refresh(after_ms, until_ms) -> FundingRates``) asked when a bar closes past what is known.
+    (``refresh(after_ms, until_ms) -> FundingRates``) asked when a bar closes past the newest settlement
+    known.
 
-    A refresh asks ``LOOKAHEAD_MS`` past the bar at hand; the exchange answers with what has settled by its
-    own clock. A loop catching up on a backlog (a cold start, a resume after downtime) thus makes one
-    request for up to 30 days of bars instead of one per bar. Settlements up to the newest one returned are
-    complete, so the bars closing before it ask nothing more. A failed refresh is logged, the bar is charged
-    what is known, and the next attempt waits (1 s, doubling to 5 min; ``clock_ms`` is the wall clock) so a
-    backlog does not hammer a failing endpoint."""
+    A bar pays the settlements inside it, as in the backtest (``FundingRates.per_bar``). Two live
+    differences, neither of which loses a payment:
+
+    - A refresh asks ``LOOKAHEAD_MS`` past the bar at hand and the exchange answers with what has settled
+      by its own clock, so a loop catching up on a backlog (a cold start, a resume after downtime) makes
+      one request for up to 30 days of bars instead of one per bar.
+    - A settlement the exchange publishes only after its bar was charged (the loop sees a bar within a
+      second of its close) is paid with the next bar, once a refresh returns it.
+
+    A failed refresh is logged, the bar is charged what is known, and the next attempt waits (1 s, doubling
+    to 5 min; ``clock_ms`` is the wall clock) so a backlog does not hammer a failing endpoint."""
 
     LOOKAHEAD_MS = 30 * 86_400_000
     RETRY_MAX_S = 300.0
@@ -189,16 +195,29 @@ class FundingSchedule:
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         if known_until_ms is None:
             known_until_ms = int(self.rates.time_ms[-1]) if len(self.rates) else 0
-        self._asked_until = int(known_until_ms)  # settlements up to here are known (or were asked for)
+        self._asked_until = int(known_until_ms)  # every settlement up to here is known
         self._failures, self._retry_at_ms = 0, 0
-        self._last_start_ms = 0  # the latest bar charged: settlements after it are still to be paid
+        self._prev_start_ms: int | None = None  # the latest bar charged
+        self._paid_through_ms = 0  # the latest settlement charged
 
     def rate_for_bar(self, start_ms: int) -> float:
-        self._last_start_ms = max(self._last_start_ms, int(start_ms))
-        end = int(start_ms) + self.interval_ms
+        start = int(start_ms)
+        end = start + self.interval_ms
         if self.refresh is not None and end > self._asked_until:
             self._refresh(end)
-        return float(self.rates.per_bar(np.array([start_ms]), self.interval_ms)[0])
+        # The bar's own settlements, plus those of the bar just before it that were published too late for it.
+        prev = self._prev_start_ms
+        low = prev if prev is not None and prev + self.interval_ms == start else start
+        low = max(low, self._paid_through_ms)
+        times = self.rates.time_ms
+        lo, hi = np.searchsorted(times, low, side="right"), np.searchsorted(times, end, side="right")
+        rate = 0.0
+        for r in self.rates.rate[lo:hi]:  # summed in time order from 0.0, as per_bar does
+            rate += float(r)
+        if hi > lo:
+            self._paid_through_ms = int(times[hi - 1])
+        self._prev_start_ms = start
+        return rate
 
     def _refresh(self, end: int) -> None:
         now = int(self._clock_ms())
@@ -213,17 +232,20 @@ class FundingSchedule:
             _live_log.warning("funding history not refreshed (next try in %.0f s): %s", pause_s, exc)
             return
         self.rates = FundingRates.concat([self.rates, fresh])
-        newest = int(fresh.time_ms[-1]) if len(fresh) else 0
-        self._asked_until = max(end, newest)
+        if len(fresh):  # complete up to the newest settlement; later ones may still be on their way
+            self._asked_until = max(self._asked_until, int(fresh.time_ms[-1]))
         self._failures, self._retry_at_ms = 0, 0
 
     def state(self, keep: int = 8) -> dict:
-        """How far the settlements are known, every one still to be paid (after the latest bar charged: a
-        refresh reaches past the bar at hand) and the ``keep`` before them: a resumed
-        live schedule asks the exchange only for what came after, not for the whole history again."""
-        first = max(0, int(np.searchsorted(self.rates.time_ms, self._last_start_ms, side="right")) - keep)
+        """How far the settlements are known, where the charging stands, every settlement still to be paid
+        and the ``keep`` before them: a resumed live schedule asks the exchange only for what came after, not
+        for the whole history again."""
+        after = self._prev_start_ms if self._prev_start_ms is not None else 0
+        first = max(0, int(np.searchsorted(self.rates.time_ms, after, side="right")) - keep)
         return {
             "asked_until": self._asked_until,
+            "prev_start": self._prev_start_ms,
+            "paid_through": self._paid_through_ms,
             "time_ms": self.rates.time_ms[first:].tolist(),
             "rate": self.rates.rate[first:].tolist(),
         }
@@ -232,6 +254,9 @@ class FundingSchedule:
         saved = FundingRates(np.array(state["time_ms"], np.int64), np.array(state["rate"], np.float64))
         self.rates = FundingRates.concat([self.rates, saved])
         self._asked_until = max(self._asked_until, int(state["asked_until"]))
+        if state.get("prev_start") is not None:  # absent in states saved before late settlements were paid
+            self._prev_start_ms = int(state["prev_start"])
+        self._paid_through_ms = max(self._paid_through_ms, int(state.get("paid_through", 0)))
 
 
 def funding_for_bars(args, start_ms: np.ndarray, *, symbol: str, category: str = "linear", say=print):
