@@ -108,8 +108,8 @@ def fused_model(variant: str) -> convnext_fast.ConvNeXt1d:
 
 
 @functools.cache
-def inference_session(variant: str, track_weights: bool = True) -> InferenceSession:
-    return InferenceSession(reference_model(variant), track_weights=track_weights)
+def inference_session(variant: str, track_weights: bool = True, adaptive: bool = False) -> InferenceSession:
+    return InferenceSession(reference_model(variant), track_weights=track_weights, adaptive_threads=adaptive)
 
 
 def forward_fn(impl: str, variant: str, batch: int):
@@ -119,8 +119,10 @@ def forward_fn(impl: str, variant: str, batch: int):
     if impl == "onnxruntime":
         sess = onnx_session(variant)
         return lambda: sess.run(None, {"x": x_np})
-    if impl in ("session", "session-snapshot"):
-        session = inference_session(variant, track_weights=impl == "session")
+    if impl in ("session", "session-snapshot", "session-adaptive"):
+        session = inference_session(
+            variant, track_weights=impl == "session", adaptive=impl == "session-adaptive"
+        )
         return lambda: session(x_np)
     model = {"eager": reference_model, "compile": compiled_model, "fused": fused_model}[impl](variant)
 
@@ -131,4 +133,6 @@ def forward_fn(impl: str, variant: str, batch: int):
     return run
 
 
-IMPLS = ("eager", "compile", "onnxruntime", "fused", "session", "session-snapshot")
+# session-adaptive: the snapshot session with adaptive_threads=True (team size chosen per call from timings),
+# the opt-in answer to a busy co-tenant.
+IMPLS = ("eager", "compile", "onnxruntime", "fused", "session", "session-snapshot", "session-adaptive")

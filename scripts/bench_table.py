@@ -89,7 +89,7 @@ def targets(benchmarks: list[dict]) -> list[tuple[str, str, str]]:
                 )
     for variant in ("atto", "tiny"):
         quiet, loaded = f"model {variant} B=1", f"model {variant} B=1 +cotenant"
-        for impl in ("session", "session-snapshot"):
+        for impl in ("session", "session-snapshot", "session-adaptive"):
             if (quiet, impl) in st and (loaded, impl) in st:
                 r = st[(loaded, impl)]["median"] / st[(quiet, impl)]["median"]
                 rows.append(
