@@ -203,10 +203,15 @@ def bf16_path(request):
 def test_bf16_session_close_to_reference(batch, t, bf16_path):
     m = model(dims=(20, 40, 100, 104))  # C = 20, 40, 100 and a 104 whose 4C is not a multiple of 32
     session = inference.InferenceSession(m, precision="bf16")
-    x = torch.randn(batch, 20, t)
-    out = session(x)
-    assert out.dtype == np.float32
-    assert_close("bf16 session", expected(m, x), torch.from_numpy(out), BF16_TOLERANCE)
+    # The error is measured over at least 8 windows (B=1: eight B=1 calls). Over one window's 3 logits it is
+    # too noisy to test: ‖ref‖ of 3 random logits can be small, and 150 seeds gave a p99 of 3.1e-2 at B=1
+    # against 7e-3 at B=3.
+    xs = [torch.randn(batch, 20, t) for _ in range(-(-8 // batch))]
+    outs = [session(x) for x in xs]
+    assert all(out.dtype == np.float32 for out in outs)
+    want = torch.cat([expected(m, x) for x in xs])
+    assert_close("bf16 session", want, torch.from_numpy(np.concatenate(outs)), BF16_TOLERANCE)
+    x, out = xs[0], outs[0]
     fp32 = inference.InferenceSession(m)(x)
     assert not np.array_equal(out, fp32), "bf16 session gave bit-identical fp32 results: bf16 weights unused?"
 
