@@ -157,3 +157,44 @@ def tiny_checkpoint(path, rng: np.random.Generator, fit_on: Candles, *, task="cl
     if task == "regression":
         meta["target_scale"] = rng.uniform(0.002, 0.02, horizons).tolist()
     return save_checkpoint(path, model, meta)
+
+
+class FundingHistory:
+    """The exchange's funding history as a live ``FundingSchedule`` refresh sees it: ``table`` maps settlement
+    times to rates, each listed ``listed_after_ms`` after it settles, by the clock ``now`` (ms, set by the
+    test or by ``charge``). Every request's ``(start, end)`` lands in ``asked``; the request numbers in
+    ``fail_on`` (1-based) raise as an unreachable exchange does."""
+
+    def __init__(self, table: dict[int, float], *, listed_after_ms: int = 0, now: int = 0, fail_on=()):
+        self.table, self.listed_after_ms, self.now, self.fail_on = table, listed_after_ms, now, set(fail_on)
+        self.asked: list[tuple[int, int]] = []
+
+    @classmethod
+    def eight_hourly(cls, rng: np.random.Generator, n: int, **kw) -> tuple[int, FundingHistory]:
+        """``(t0, history)``: n settlements 8 h apart after t0 (itself on the 8-hour grid), rates ~1e-4."""
+        step = 8 * HOUR_MS
+        t0 = 1_700_000_000_000 // step * step
+        times = (t0 + np.arange(1, n + 1) * step).tolist()
+        return t0, cls(dict(zip(times, rng.normal(1e-4, 1e-4, n).tolist(), strict=True)), **kw)
+
+    def clock_ms(self) -> int:
+        return self.now
+
+    def __call__(self, start: int, end: int):
+        from convnext_fast.data.funding import FundingRates
+        from convnext_fast.errors import UserError
+
+        self.asked.append((start, end))
+        if len(self.asked) in self.fail_on:
+            raise UserError("Bybit unreachable")
+        listed = min(end, self.now - self.listed_after_ms)
+        times = [t for t in self.table if start <= t <= listed]
+        return FundingRates(np.array(times, np.int64), np.array([self.table[t] for t in times]))
+
+    def charge(self, schedule, bars, *, seen_after_ms: int) -> list[float]:
+        """Each bar's funding, the loop seeing each bar ``seen_after_ms`` after it closes."""
+        out = []
+        for bar in bars:
+            self.now = int(bar) + schedule.interval_ms + seen_after_ms
+            out.append(schedule.rate_for_bar(int(bar)))
+        return out

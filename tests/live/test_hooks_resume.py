@@ -10,13 +10,13 @@ import types
 import numpy as np
 import pytest
 
-from convnext_fast.data.funding import FundingRates, FundingSchedule
+from convnext_fast.data.funding import FundingSchedule
 from convnext_fast.live.order_cli import add_sizing_and_funding_arguments, attach_sizing_and_funding
 from convnext_fast.live.state import LiveStore
 from convnext_fast.trading.backtest import BacktestConfig
 from convnext_fast.trading.broker import PaperBroker
 
-from .support import HISTORY, HOUR_MS, make_engine, market, model_and_norm
+from .support import HISTORY, HOUR_MS, FundingHistory, make_engine, market, model_and_norm
 
 
 def _args(funding_csv):
@@ -87,32 +87,25 @@ def test_vol_target_sizing_and_funding_continue_bit_for_bit_across_a_resume(tmp_
 def test_a_resumed_live_funding_schedule_asks_only_for_new_settlements(rng, behind_h):
     """On time, each refresh reaches just past the bar; catching up on a backlog, one refresh reaches 100 h
     past it, so the saved state must carry the settlements the later bars are still to pay."""
-    step = 8 * HOUR_MS
-    t0 = 1_700_000_000_000 // step * step
-    table = dict(zip((t0 + np.arange(1, 20) * step).tolist(), rng.normal(1e-4, 1e-4, 19), strict=True))
-    asked, now = [], [0]
+    t0, history = FundingHistory.eight_hourly(rng, 19)
+    seen_after = behind_h * HOUR_MS + 5000  # the live loop sees a bar a few seconds after it closed
 
-    def refresh(start, end):  # the exchange's funding history: what settled in [start, end] and by now
-        asked.append(start)
-        times = [t for t in table if start <= t <= min(end, now[0])]
-        return FundingRates(np.array(times, np.int64), np.array([table[t] for t in times]))
+    def schedule(known_until_ms):
+        return FundingSchedule(
+            None, HOUR_MS, history, known_until_ms=known_until_ms, clock_ms=history.clock_ms
+        )
 
-    def charge(schedule, bar):  # the live loop sees a bar a few seconds after it closed (or behind_h later)
-        now[0] = int(bar) + (1 + behind_h) * HOUR_MS + 5000
-        return schedule.rate_for_bar(bar)
-
-    clock = {"clock_ms": lambda: now[0]}
-    live = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=t0, **clock)
     bars = t0 + np.arange(60) * HOUR_MS
-    want = [charge(live, b) for b in bars]
-    first = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=t0, **clock)
-    got = [charge(first, b) for b in bars[:30]]
-    resumed = FundingSchedule(None, HOUR_MS, refresh, known_until_ms=0, **clock)  # a resume has no history
+    want = history.charge(schedule(t0), bars, seen_after_ms=seen_after)
+    first = schedule(t0)
+    got = history.charge(first, bars[:30], seen_after_ms=seen_after)
+    resumed = schedule(0)  # a resume has no history
     saved = first.state()
     resumed.set_state(saved)
-    asked.clear()
-    got += [charge(resumed, b) for b in bars[30:]]
+    history.asked.clear()
+    got += history.charge(resumed, bars[30:], seen_after_ms=seen_after)
     assert got == want and sum(r != 0 for r in want) >= 5
     # Only what settled after the newest settlement it knew: never the whole history again.
-    assert not asked or min(asked) == saved["asked_until"] + 1 > t0 + step
+    asked = [start for start, _ in history.asked]
+    assert not asked or min(asked) == saved["asked_until"] + 1 > t0 + 8 * HOUR_MS
     assert len(asked) <= 30 // (1 + behind_h) + 1  # catching up: one request covers 100 bars

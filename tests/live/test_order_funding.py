@@ -21,6 +21,7 @@ from convnext_fast.data.funding import (
 from convnext_fast.live.exchange import Credentials
 
 from .fake_exchange import FakeExchange
+from .support import FundingHistory
 
 H = 3_600_000
 
@@ -139,30 +140,21 @@ def test_live_replay_pays_the_backtests_funding_and_sizes_alike(rng, tmp_path):
 
 def test_live_funding_schedule_asks_ahead_once_and_backs_off_after_a_failure():
     from convnext_fast.data.funding import FundingSchedule
-    from convnext_fast.errors import UserError
 
-    asked, now = [], [6 * H]
-    table = {8 * H: 1e-4, 16 * H: -3e-4, 24 * H: 2e-4}
-
-    def refresh(start, end):  # the exchange's history: what settled in [start, end] by its clock
-        asked.append((start, end))
-        if len(asked) == 2:
-            raise UserError("Bybit unreachable")
-        times = [t for t in table if start <= t <= min(end, now[0])]
-        return FundingRates(np.array(times, np.int64), np.array([table[t] for t in times]))
-
-    schedule = FundingSchedule(None, H, refresh, known_until_ms=5 * H, clock_ms=lambda: now[0])
+    history = FundingHistory({8 * H: 1e-4, 16 * H: -3e-4, 24 * H: 2e-4}, now=6 * H, fail_on=[2])
+    asked = history.asked
+    schedule = FundingSchedule(None, H, history, known_until_ms=5 * H, clock_ms=history.clock_ms)
     ahead = FundingSchedule.LOOKAHEAD_MS
     assert schedule.rate_for_bar(5 * H) == 0.0 and asked == [(5 * H + 1, 6 * H + ahead)]
-    now[0] = 17 * H  # a backlog: bars 6..16 H closed while the loop was away
+    history.now = 17 * H  # a backlog: bars 6..16 H closed while the loop was away
     assert schedule.rate_for_bar(6 * H) == 0.0 and len(asked) == 2  # failed: logged, charged what is known
     assert schedule.rate_for_bar(7 * H) == 0.0 and len(asked) == 2  # within the pause: not asked again
-    now[0] += 1000  # the 1 s pause is over
+    history.now += 1000  # the 1 s pause is over
     assert schedule.rate_for_bar(7 * H) == 1e-4 and asked[-1] == (5 * H + 1, 8 * H + ahead)
     rates = [schedule.rate_for_bar(b * H) for b in range(8, 16)]
     assert rates == [0.0] * 7 + [-3e-4] and len(asked) == 3  # the backlog up to 16 H: one request in all
     assert schedule.rate_for_bar(16 * H) == 0.0 and len(asked) == 4  # past the newest settlement: asks again
-    now[0] = 25 * H
+    history.now = 25 * H
     assert schedule.rate_for_bar(23 * H) == 2e-4 and asked[-1] == (16 * H + 1, 24 * H + ahead)
 
 
@@ -171,33 +163,25 @@ def test_a_settlement_published_after_its_bar_is_paid_with_the_next_bar(rng):
     lists only later is paid once, one bar late, never dropped; a resume in between changes nothing."""
     from convnext_fast.data.funding import FundingSchedule
 
-    step = 8 * H
-    t0 = 1_700_000_000_000 // step * step
-    table = dict(zip((t0 + np.arange(1, 12) * step).tolist(), rng.normal(1e-4, 1e-4, 11), strict=True))
-    now = [0]
+    t0, history = FundingHistory.eight_hourly(rng, 11, listed_after_ms=30_000)  # listed 30 s after settling
+    table = history.table
 
-    def refresh(start, end):  # listed 30 s after settling
-        times = [t for t in table if start <= t <= min(end, now[0] - 30_000)]
-        return FundingRates(np.array(times, np.int64), np.array([table[t] for t in times]))
-
-    def charge(schedule, bars):
-        out = []
-        for b in bars:
-            now[0] = int(b) + H + 5_000
-            out.append(schedule.rate_for_bar(int(b)))
-        return out
+    def schedule(known_until_ms):
+        return FundingSchedule(None, H, history, known_until_ms=known_until_ms, clock_ms=history.clock_ms)
 
     bars = t0 + np.arange(80) * H
-    paid = charge(FundingSchedule(None, H, refresh, known_until_ms=t0, clock_ms=lambda: now[0]), bars)
+    paid = history.charge(schedule(t0), bars, seen_after_ms=5_000)
     settled = [t for t in table if bars[0] < t <= bars[-1]]  # the last bar's own settlement is not yet listed
     assert sum(p != 0 for p in paid) == len(settled) >= 8
     for t in settled:  # the bar ending at t is the bar starting at t - H; paid with the next one
         assert paid[int((t - bars[0]) // H)] == table[t]
-    first = FundingSchedule(None, H, refresh, known_until_ms=t0, clock_ms=lambda: now[0])
-    again = charge(first, bars[:40])  # bar 39 closes on a settlement it cannot pay yet
-    resumed = FundingSchedule(None, H, refresh, known_until_ms=0, clock_ms=lambda: now[0])
+    first = schedule(t0)
+    again = history.charge(
+        first, bars[:40], seen_after_ms=5_000
+    )  # bar 39 closes on a settlement it cannot pay yet
+    resumed = schedule(0)
     resumed.set_state(first.state())
-    assert again + charge(resumed, bars[40:]) == paid
+    assert again + history.charge(resumed, bars[40:], seen_after_ms=5_000) == paid
 
 
 def test_fetch_funding_covers_the_stored_candles(rng, tmp_path):
