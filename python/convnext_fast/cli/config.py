@@ -56,7 +56,7 @@ def _scalar_text(value, where: str) -> str:
     raise UserError(f"{where}: expected a string or a number, got a {type(value).__name__}")
 
 
-def _check(parser: argparse.ArgumentParser, action: argparse.Action, text: str, where: str) -> None:
+def _check(action: argparse.Action, text: str, where: str) -> None:
     """The conversion argparse applies to ``text`` for ``action`` (type, then choices), with the error
     worded for a file."""
     value = text
@@ -73,7 +73,7 @@ def _check(parser: argparse.ArgumentParser, action: argparse.Action, text: str, 
         raise UserError(f"{where}: {text!r} is not one of {options}")
 
 
-def _tokens(parser: argparse.ArgumentParser, action: argparse.Action, value, where: str) -> list[str]:
+def _tokens(action: argparse.Action, value, where: str) -> list[str]:
     flag = _flag(action)
     if isinstance(action, argparse.BooleanOptionalAction):
         if not isinstance(value, bool):
@@ -94,7 +94,7 @@ def _tokens(parser: argparse.ArgumentParser, action: argparse.Action, value, whe
         texts = [_scalar_text(value, where)]
     tokens = []
     for text in texts:
-        _check(parser, action, text, where)
+        _check(action, text, where)
         tokens.append(f"{flag}={text}")  # one token: a value starting with "-" is never taken for a flag
     return tokens
 
@@ -128,7 +128,7 @@ def config_tokens(parser: argparse.ArgumentParser, table, argv: list[str], where
         action = actions.get(key.replace("-", "_"))
         if action is None:
             raise UserError(f"{where}: unknown option {key!r} (the keys are the command's flags without --)")
-        key_tokens = _tokens(parser, action, value, f"{where} {key}")  # checked even when overridden
+        key_tokens = _tokens(action, value, f"{where} {key}")  # checked even when overridden
         if action not in given:
             tokens += key_tokens
     return tokens
