@@ -357,10 +357,16 @@ class FakeExchange:
         self.close()
 
 
-def run_fault_storm(creds, rng, *, n_bars: int = 160, fault_rate: float = 0.7, kinds=FAULTS, guard="0.05"):
+def run_fault_storm(
+    creds, rng, *, n_bars: int = 160, fault_rate: float = 0.7, kinds=FAULTS, guard="0.05", min_faults: int = 0
+):
     """Random decisions (side and Kelly-like size) for ``n_bars`` bars through :class:`OrderMirror`, a fault
     from ``kinds`` queued for the next order with probability ``fault_rate`` per bar. The fake executes a
-    repeated orderLinkId, so any resend would show as a duplicate."""
+    repeated orderLinkId, so any resend would show as a duplicate.
+
+    A queued fault waits for the next request that can take it, and a bar whose decision needs no order
+    sends none, so how many faults ``n_bars`` bars hit depends on the draw. ``min_faults`` runs on past
+    ``n_bars`` (to at most 4x as many bars) until that many were hit."""
     from convnext_fast.live.orders import BybitExchange, OrderError, OrderMirror
 
     guard_qty = Decimal(guard)
@@ -369,7 +375,9 @@ def run_fault_storm(creds, rng, *, n_bars: int = 160, fault_rate: float = 0.7, k
         exchange.sync_time()
         mirror = OrderMirror(exchange, fake.symbol, 0.01, max_position=float(guard_qty), run_id="st0rm001")
         largest = Decimal(0)
-        for k in range(n_bars):
+        for k in range(4 * n_bars):
+            if k >= n_bars and sum(fake.faults_hit.values()) >= min_faults:
+                break
             if not fake.faults and rng.random() < fault_rate:  # at most one queued: every fault gets used
                 fake.faults.append(str(rng.choice(kinds)))
             signal, size = int(rng.choice([-1, 0, 1])), float(rng.choice([0.5, 1.0, 2.5, 9.0]))

@@ -210,7 +210,7 @@ def test_fault_storm_never_duplicates_never_exceeds_the_guard(creds, rng):
     the step. The fake does not refuse a repeated orderLinkId here, so a resend would execute twice."""
     from .fake_exchange import run_fault_storm
 
-    row = run_fault_storm(creds, rng, n_bars=300, fault_rate=0.9)
+    row = run_fault_storm(creds, rng, n_bars=300, fault_rate=0.9, min_faults=100)
     assert row["faults"] >= 100
     assert row["duplicates"] == 0 and row["bad_qty"] == 0 and row["rejected_signatures"] == 0
     assert row["max_abs_position"] <= row["guard"]
