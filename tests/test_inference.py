@@ -287,7 +287,7 @@ def test_adaptive_threads_same_outputs_and_restores_the_thread_count():
         adaptive = inference.InferenceSession(m, track_weights=False, adaptive_threads=True)
         outs = [adaptive(x) for _ in range(40)]  # both team sizes run (first calls, then probes)
         assert _C.get_num_threads() == 2
-        assert set(adaptive._team.mean) == {1, 2} and all(v > 0 for v in adaptive._team.mean.values())
+        assert set(adaptive._team.times) == {1, 2} and all(adaptive._team.median(n) > 0 for n in (1, 2))
     finally:
         _C.set_num_threads(before)
     ref = plain(x)
@@ -295,3 +295,26 @@ def test_adaptive_threads_same_outputs_and_restores_the_thread_count():
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="adaptive_threads"):
         inference.InferenceSession(m, adaptive_threads="yes")
+
+
+def test_adaptive_team_follows_the_median_not_a_tail(rng):
+    """Under load the team's calls are mostly fast with a few descheduled ones far slower: the team must
+    keep running (its median is lower), and one thread must take over once the team's median is higher."""
+    team = inference._AdaptiveTeam(full=2)
+    fast, single = rng.uniform(0.9, 1.1), rng.uniform(1.6, 2.0)
+    chosen = []
+    for call in range(200):
+        nt = team.choose()
+        chosen.append(nt)
+        if nt == 2:
+            tail = call % 4 == 0  # a quarter of the team's calls wait 40x for a parked thread
+            team.record(2, fast * (40.0 if tail else rng.uniform(0.95, 1.05)))
+        else:
+            team.record(1, single * rng.uniform(0.95, 1.05))
+    steady = chosen[50:]
+    assert steady.count(2) > 0.9 * len(steady), "the team's median is lower: it should run"
+    assert 1 in steady, "one thread is still probed now and then"
+    for _ in range(3 * team.WINDOW):  # now the team is slow on most calls
+        team.record(2, fast * 40.0)
+    picks = [team.choose() for _ in range(team.PROBE)]
+    assert picks.count(1) == team.PROBE - 1, picks  # every call but the probe of the team

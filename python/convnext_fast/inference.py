@@ -33,6 +33,7 @@ Outputs move by ~1e-3 relative; measured accuracy on real windows is in benchmar
 
 from __future__ import annotations
 
+import collections
 import operator
 import time
 
@@ -197,32 +198,51 @@ class _AdaptiveTeam:
 
     On a 2-vCPU machine with another busy process, a team of two waits at every barrier for whichever
     thread the scheduler parked, and the session's median grows several-fold while one thread keeps
-    its quiet speed (benchmarks/README.md, "Contention"). Each team size keeps a decayed average of its
-    recent call times; the faster one runs, and every ``PROBE``-th call runs the other so a change in the
+    its quiet speed (benchmarks/README.md, "Contention"). Each team size keeps its last ``WINDOW`` call
+    times and the one with the lower median runs; every ``PROBE``-th call runs the other so a change in the
     load is noticed within a few dozen calls. The thread count is set for the call only, then restored.
+
+    The median, not a mean: under load the team's calls are mostly fast with a tail of descheduled ones,
+    and a mean that the tail dominates moved atto to one thread although the team's median stayed lower
+    (1.77 → 3.08 ms loaded with a decayed mean, benchmarks/README.md). The median is what a caller waits.
     """
 
     PROBE = 16
-    DECAY = 0.3
+    WINDOW = 9
+    FIRST = 3
 
-    def __init__(self):
-        self.full = _C.get_num_threads()
-        self.mean = {1: 0.0, self.full: 0.0}
+    def __init__(self, full: int | None = None):
+        self.full = _C.get_num_threads() if full is None else full
+        self.times: dict[int, collections.deque] = {
+            n: collections.deque(maxlen=self.WINDOW) for n in (1, self.full)
+        }
         self.calls = 0
 
-    def run(self, forward, x):
-        best = min(self.mean, key=self.mean.get)
+    def median(self, nt: int) -> float:
+        t = sorted(self.times[nt])
+        return t[(len(t) - 1) // 2] if t else 0.0
+
+    def choose(self) -> int:
+        """The team size for the next call (and count it)."""
         self.calls += 1
-        nt = best if self.calls % self.PROBE else (1 if best != 1 else self.full)
-        if self.calls <= 2:  # one measurement of each size first
-            nt = self.full if self.calls == 1 else 1
+        fewest = min(self.times, key=lambda n: len(self.times[n]))
+        if len(self.times[fewest]) < self.FIRST:  # a few of each size first: one outlier must not decide
+            return fewest
+        best = min(self.times, key=self.median)
+        if self.calls % self.PROBE:
+            return best
+        return 1 if best != 1 else self.full
+
+    def record(self, nt: int, elapsed: float) -> None:
+        self.times[nt].append(elapsed)
+
+    def run(self, forward, x):
+        nt = self.choose()
         before = _C.get_num_threads()
         _C.set_num_threads(nt)
         start = time.perf_counter()
         try:
             return forward(x)
         finally:
-            elapsed = time.perf_counter() - start
+            self.record(nt, time.perf_counter() - start)
             _C.set_num_threads(before)
-            m = self.mean[nt]
-            self.mean[nt] = elapsed if m == 0.0 else m + self.DECAY * (elapsed - m)
