@@ -175,7 +175,25 @@ JSON_SCALAR = st.one_of(
     st.integers(-(2**70), 2**70),
     ANY_FLOAT.filter(math.isfinite),
     st.text(max_size=8),
-    st.sampled_from(["abc", "1e50", "nan", "inf", "-1", "0", "1700000000000", "100.5"]),
+    st.sampled_from(
+        [
+            "abc",
+            "1e50",
+            "nan",
+            "inf",
+            "-1",
+            "0",
+            "1700000000000",
+            "100.5",
+            " 1700000000000 ",
+            "²",
+            "١٢٣",
+            "1_000",
+            "0x10",
+            "9" * 5000,
+            "",
+        ]
+    ),
 )
 JSON = st.recursive(
     JSON_SCALAR,

@@ -254,8 +254,11 @@ def _whole_number(value) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    # ASCII digits only, and few of them: "²".isdigit() is True but int("²") raises, and int() refuses
+    # strings of more than 4300 digits; an epoch-ms start has 13.
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= 20:
+        return int(text)
     return None
 
 

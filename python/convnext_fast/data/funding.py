@@ -121,6 +121,28 @@ def find_funding(data: str | Path, symbol: str, category: str = "linear") -> Fun
     return None
 
 
+def parse_funding_page(body) -> tuple[FundingRates, int]:
+    """One ``/v5/market/funding/history`` reply as (FundingRates, rows on the page: a full page means there
+    may be older ones); anything else is a UserError naming what (the live schedule catches those and
+    retries later, so a garbled reply never stops the loop)."""
+    result = body.get("result") if isinstance(body, dict) else None
+    rows = result.get("list") if isinstance(result, dict) else None
+    if not isinstance(rows, list):
+        raise UserError(f"Bybit funding history has no result.list: {str(body)[:200]}")
+    times, rates = [], []
+    for row in rows:
+        at = row.get("fundingRateTimestamp") if isinstance(row, dict) else None
+        text = at.strip() if isinstance(at, str) else str(at) if type(at) is int else ""
+        try:  # epoch ms in ASCII digits (int() takes "²" and other Unicode digits, or raises on them)
+            if not (text.isascii() and text.isdigit() and len(text) <= 15):
+                raise ValueError
+            times.append(int(text))
+            rates.append(float(row["fundingRate"]))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"Bybit funding history row not understood: {str(row)[:200]}") from None
+    return FundingRates(np.array(times, dtype=np.int64), np.array(rates, dtype=np.float64)), len(rows)
+
+
 def fetch_funding(client, symbol: str, start_ms: int, end_ms: int) -> FundingRates:
     """Every settlement in [start_ms, end_ms] from Bybit, paging backwards from ``end_ms`` (the endpoint
     returns the newest ``limit`` rows of a range)."""
@@ -131,19 +153,12 @@ def fetch_funding(client, symbol: str, start_ms: int, end_ms: int) -> FundingRat
         params = {"category": client.category, "symbol": symbol, "startTime": int(start_ms),
                   "endTime": end, "limit": MAX_FUNDING_LIMIT}  # fmt: skip
         body = client._get("/v5/market/funding/history", params)  # retried and rate-limited like klines
-        rows = (body.get("result") or {}).get("list")
-        if not isinstance(rows, list):
-            raise UserError(f"Bybit funding history has no result.list: {str(body)[:200]}")
-        try:
-            times = np.array([int(r["fundingRateTimestamp"]) for r in rows], dtype=np.int64)
-            rates = np.array([float(r["fundingRate"]) for r in rows])
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"Bybit funding history row not understood: {str(rows[:1])[:200]}") from None
-        if not len(times):
+        page, rows = parse_funding_page(body)
+        if not len(page):
             break
-        parts.append(FundingRates(times, rates))
-        oldest = int(times.min())
-        if len(times) < MAX_FUNDING_LIMIT or oldest >= end:
+        parts.append(page)
+        oldest = int(page.time_ms.min())
+        if rows < MAX_FUNDING_LIMIT or oldest >= end:
             break
         end = oldest - 1
     rates = FundingRates.concat(parts)

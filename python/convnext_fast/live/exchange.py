@@ -113,6 +113,29 @@ class Position:
     stop_loss: Decimal | None = None
 
 
+def _epoch_ms(value, per_ms: int) -> int | None:
+    """A whole, positive count of 1/per_ms milliseconds (a JSON integer or a string of ASCII digits) in
+    epoch ms; None for anything else, so a garbled clock reply is an OrderError, not a crash."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 25:
+        return None
+    ms = int(text) // per_ms
+    return ms if ms > 0 else None
+
+
+def _list_of(result: dict, path: str) -> list:
+    """``result.list`` of a read: a list (empty when absent). Anything else is an unreadable reply (as a body
+    that is not a JSON object is), never mistaken for "no rows"."""
+    rows = result.get("list")
+    if rows is None:
+        return []
+    if not isinstance(rows, list):
+        raise AmbiguousReply(f"Bybit {path}: result.list is not a list but {str(rows)[:80]!r}")
+    return rows
+
+
 def _level(row: dict, key: str) -> Decimal | None:
     text = row.get(key)
     if text in (None, "", "0"):
@@ -138,6 +161,7 @@ class BybitExchange:
         sleep: Callable[[float], None] = time.sleep,
         dry_run: bool = False,
         on_event: Callable[[dict], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ):
         self.creds = credentials
         self.base_url = check_order_url(base_url)
@@ -149,7 +173,8 @@ class BybitExchange:
         self.on_event = on_event or (lambda record: None)
         self.offset_ms = 0  # server clock − local clock
         self._rules: dict[str, InstrumentRules] = {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # transport: httpx's injection point (tests answer from memory with httpx.MockTransport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         if self.base_url == MAINNET_URL:
             log.warning("REAL ORDERS on Bybit MAINNET (%s)", self.base_url)
 
@@ -166,9 +191,8 @@ class BybitExchange:
         sent = self._clock()
         result, body = self._public("/v5/market/time", {})
         received = self._clock()
-        nano = result.get("timeNano") if isinstance(result, dict) else None
-        server_ms = int(nano) // 1_000_000 if nano else int(body.get("time") or 0)
-        if server_ms <= 0:
+        server_ms = _epoch_ms(result.get("timeNano"), 1_000_000) or _epoch_ms(body.get("time"), 1)
+        if server_ms is None:
             raise OrderError(f"Bybit /v5/market/time gave no usable time: {str(body)[:200]}")
         self.offset_ms = server_ms - int((sent + received) * 500)
         if abs(self.offset_ms) > self.recv_window_ms // 2:
@@ -287,7 +311,7 @@ class BybitExchange:
             result, _ = self._public(
                 "/v5/market/instruments-info", {"category": self.category, "symbol": symbol}
             )
-            rows = result.get("list") or []
+            rows = _list_of(result, "/v5/market/instruments-info")
             if not rows or not isinstance(rows[0], dict):
                 raise OrderError(f"Bybit knows no {self.category} instrument {symbol!r}")
             self._rules[symbol] = InstrumentRules.from_info(rows[0])
@@ -298,9 +322,14 @@ class BybitExchange:
             "/v5/market/orderbook", {"category": self.category, "symbol": symbol, "limit": 1}
         )
         try:
-            return Decimal(result["b"][0][0]), Decimal(result["a"][0][0])
-        except (KeyError, IndexError, TypeError, ArithmeticError):
-            raise OrderError(f"Bybit order book for {symbol} is empty or unreadable") from None
+            bid, ask = to_decimal(result["b"][0][0], "bid"), to_decimal(result["a"][0][0], "ask")
+        except (KeyError, IndexError, TypeError, UserError):
+            raise OrderError(
+                f"Bybit order book for {symbol} is empty or unreadable: {str(result)[:200]}"
+            ) from None
+        if not (bid > 0 and ask > 0):
+            raise OrderError(f"Bybit order book for {symbol} has a price <= 0: bid {bid}, ask {ask}")
+        return bid, ask
 
     def position(self, symbol: str) -> Position | None:
         """Signed open size (one-way mode), its average entry price and the take-profit / stop-loss the
@@ -309,14 +338,14 @@ class BybitExchange:
         if result is None:
             return None
         total, avg, tp, sl = Decimal(0), None, None, None
-        for row in result.get("list") or []:
+        for row in _list_of(result, "/v5/position/list"):
             if not isinstance(row, dict) or row.get("symbol", symbol) != symbol:
                 continue
             size = to_decimal(row.get("size") or "0", "position size")
             side = row.get("side")
             total += size if side == "Buy" else -size if side == "Sell" else 0
-            if size and row.get("avgPrice"):
-                avg = to_decimal(row["avgPrice"], "avgPrice")
+            if size:
+                avg = _level(row, "avgPrice")
             if size:
                 tp, sl = _level(row, "takeProfit"), _level(row, "stopLoss")
         return Position(total, avg, tp, sl)
@@ -326,7 +355,7 @@ class BybitExchange:
         result = self._read(
             "/v5/order/realtime", {"category": self.category, "symbol": symbol, "orderLinkId": link_id}
         )
-        rows = (result or {}).get("list") or []
+        rows = _list_of(result or {}, "/v5/order/realtime")
         return next((r for r in rows if isinstance(r, dict) and r.get("orderLinkId") == link_id), None)
 
     def create_order(self, body: dict) -> tuple[dict | None, str]:

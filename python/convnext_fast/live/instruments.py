@@ -59,6 +59,8 @@ class InstrumentRules:
         """From one row of ``GET /v5/market/instruments-info`` ``result.list``."""
         try:
             lot, price = row["lotSizeFilter"], row["priceFilter"]
+            if not (isinstance(lot, dict) and isinstance(price, dict)):
+                raise TypeError("lotSizeFilter and priceFilter must be objects")
             step = Decimal(lot.get("qtyStep") or lot["basePrecision"])  # spot has basePrecision
             max_qty = Decimal(lot["maxOrderQty"])
             if market and lot.get("maxMktOrderQty"):
@@ -75,7 +77,10 @@ class InstrumentRules:
             raise UserError(
                 f"Bybit instruments-info row is not understood ({exc!r}): {str(row)[:200]}"
             ) from None
-        if not (rules.qty_step > 0 and rules.tick_size > 0 and 0 <= rules.min_qty <= rules.max_qty):
+        limits = (rules.qty_step, rules.min_qty, rules.max_qty, rules.tick_size, rules.min_notional)
+        if not all(v.is_finite() for v in limits) or not (
+            rules.qty_step > 0 and rules.tick_size > 0 and 0 <= rules.min_qty <= rules.max_qty
+        ):
             raise UserError(f"Bybit instruments-info for {rules.symbol} has unusable limits: {rules}")
         return rules
 
