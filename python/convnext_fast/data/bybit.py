@@ -90,6 +90,7 @@ class BybitClient:
         max_reconnect_delay: float = 60.0,
         shared_rate_limit: bool = True,
         on_retry: Callable[[str], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ):
         if category not in CATEGORIES:
             raise UserError(f"category {category!r} is not one of {', '.join(CATEGORIES)}")
@@ -113,7 +114,8 @@ class BybitClient:
         self.ping_timeout = ping_timeout
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # transport: httpx's injection point (tests answer from memory with httpx.MockTransport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self._pace_lock = threading.Lock()
         self._last_request = 0.0
         self._limiter = None
@@ -143,7 +145,7 @@ class BybitClient:
         nano = result.get("timeNano") if isinstance(result, dict) else None
         try:
             now_ms = int(nano) // 1_000_000 if nano is not None else int(body.get("time"))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity), which JSON allows
             raise BybitError(f"Bybit /v5/market/time sent a non-numeric time: {str(body)[:200]!r}") from None
         if not EARLIEST_MS <= now_ms < _LATEST_SANE_MS:
             raise BybitError(
@@ -310,6 +312,8 @@ class BybitClient:
         if not isinstance(body, dict) or "retCode" not in body:
             raise BybitError(f"Bybit {path} sent a response without retCode: {str(body)[:200]!r}")
         code, message = body["retCode"], body.get("retMsg", "")
+        if type(code) is not int:  # a list or dict here would be unhashable in the lookups below
+            raise BybitError(f"Bybit {path} sent a retCode that is not an integer: {str(body)[:200]!r}")
         if code == 0:
             return body
         if code == 10006:
