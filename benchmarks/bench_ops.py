@@ -108,8 +108,12 @@ def test_dwconv_layernorm(benchmark, c, t, impl):
 @pytest.mark.parametrize("impl", ["torch-mkl", "openblas", "packed"])
 @pytest.mark.parametrize(
     ("m", "k", "n"),
-    [(8, 768, 3072), (16, 384, 1536), (32, 192, 768), (64, 96, 384), (8, 3072, 768), (8, 320, 1280)],
-)
+    [(8, 768, 3072), (16, 384, 1536), (32, 192, 768), (64, 96, 384), (8, 3072, 768), (8, 320, 1280),
+     # the training step's fc1/fc2 at atto B=32 T=256 (rows = 32 · T/4, /8, /16, /32): the GEMM floor of
+     # issue 15's training target
+     (2048, 40, 160), (2048, 160, 40), (1024, 80, 320), (1024, 320, 80), (512, 160, 640), (512, 640, 160),
+     (256, 320, 1280), (256, 1280, 320)],
+)  # fmt: skip
 def test_small_m_linear(benchmark, m, k, n, impl):
     benchmark.group = f"linear M={m} K={k} N={n}"
     rng = np.random.default_rng(0)

@@ -17,6 +17,7 @@ import torch
 
 import convnext_fast
 from convnext_fast import reference
+from convnext_fast._ext import _C
 from convnext_fast.inference import InferenceSession
 
 THREADS = min(2, os.cpu_count() or 1)
@@ -124,6 +125,18 @@ def forward_fn(impl: str, variant: str, batch: int):
             variant, track_weights=impl == "session", adaptive=impl == "session-adaptive"
         )
         return lambda: session(x_np)
+    if impl == "session-1thread":  # the floor under a co-tenant that holds the other core
+        session = inference_session(variant, track_weights=False)
+
+        def one_thread():
+            before = _C.get_num_threads()
+            _C.set_num_threads(1)
+            try:
+                return session(x_np)
+            finally:
+                _C.set_num_threads(before)
+
+        return one_thread
     model = {"eager": reference_model, "compile": compiled_model, "fused": fused_model}[impl](variant)
 
     def run():
@@ -134,5 +147,15 @@ def forward_fn(impl: str, variant: str, batch: int):
 
 
 # session-adaptive: the snapshot session with adaptive_threads=True (team size chosen per call from timings),
-# the opt-in answer to a busy co-tenant.
-IMPLS = ("eager", "compile", "onnxruntime", "fused", "session", "session-snapshot", "session-adaptive")
+# the opt-in answer to a busy co-tenant; session-1thread: the snapshot session on one thread, which is what a
+# co-tenant holding the other of two cores leaves.
+IMPLS = (
+    "eager",
+    "compile",
+    "onnxruntime",
+    "fused",
+    "session",
+    "session-snapshot",
+    "session-adaptive",
+    "session-1thread",
+)
