@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +13,7 @@ from convnext_fast.data.bybit import BybitClient, RetryPolicy
 from convnext_fast.data.candles import Candles
 from convnext_fast.data.funding import FundingRates, fetch_funding
 from convnext_fast.errors import UserError
+from tests.bybit_replies import playback, reply_bodies
 
 from .test_ohlcv import JSON, JSON_SCALAR
 
@@ -46,35 +46,17 @@ RESULT = st.one_of(
 @st.composite
 def replies(draw):
     status = draw(st.sampled_from([200, 200, 200, 200, 400, 404, 429, 500, 503]))
-    kind = draw(st.sampled_from(["envelope", "envelope", "envelope", "json", "bytes"]))
-    if kind == "bytes":
-        body = draw(st.binary(max_size=40))
-    elif kind == "json":
-        body = json.dumps(draw(JSON)).encode()
-    else:
-        envelope = {"retCode": draw(st.one_of(st.just(0), st.just(0), st.sampled_from([10001, 10006, 10016]),
-                                              JSON_SCALAR, JSON)),
-                    "retMsg": draw(st.text(max_size=8)), "result": draw(RESULT)}  # fmt: skip
-        if draw(st.booleans()):
-            envelope["time"] = draw(JSON_SCALAR)
-        body = json.dumps(envelope).encode()  # json writes NaN/Infinity, which Python's reader accepts
-    return status, body
+    return status, draw(reply_bodies(RESULT, [10001, 10006, 10016], JSON, JSON_SCALAR)), {}
 
 
 def _client(answers) -> BybitClient:
-    answers = iter(answers)
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        status, body = next(answers, (503, b""))
-        return httpx.Response(status, content=body)
-
     return BybitClient(
         base_url="http://127.0.0.1:9",
         retry=RetryPolicy(max_retries=2, base_delay=0.0, max_delay=0.0),
         min_request_interval=0.0,
         shared_rate_limit=False,
         progress=False,
-        transport=httpx.MockTransport(handle),
+        transport=playback(answers),
     )
 
 
@@ -103,7 +85,7 @@ def test_well_formed_replies_give_data():
     time_reply = (200, json.dumps({**ok, "result": {"timeNano": str(NOW * 1_000_000)}}).encode())
     row = [str(NOW - HOUR), "100", "101", "99", "100.5", "3", "300"]
     kline_reply = (200, json.dumps({**ok, "result": {"list": [row]}}).encode())
-    client = _client([time_reply, kline_reply])
+    client = _client([(*time_reply, {}), (*kline_reply, {})])
     got = client.fetch_klines("BTCUSDT", "60", NOW - HOUR, NOW - HOUR)
     assert got.start_ms.tolist() == [NOW - HOUR] and got.close.tolist() == [100.5]
     client.close()

@@ -9,13 +9,13 @@ import json
 import math
 from decimal import Decimal
 
-import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convnext_fast.errors import UserError
 from convnext_fast.live.exchange import BybitExchange, Credentials, Position
 from convnext_fast.live.instruments import InstrumentRules
+from tests.bybit_replies import playback, reply_bodies
 
 CREDS = Credentials("fakeKEYfakeKEY1234", "fakeSECRETfakeSECRETfakeSECRET123456")
 SYMBOL = "BTCUSDT"
@@ -70,18 +70,7 @@ RESULTS = st.one_of(
 def replies(draw):
     """(status, body bytes, headers) of one HTTP reply."""
     status = draw(st.sampled_from([200, 200, 200, 200, 400, 403, 404, 429, 500, 503]))
-    kind = draw(st.sampled_from(["envelope", "envelope", "envelope", "json", "bytes"]))
-    if kind == "bytes":
-        body = draw(st.binary(max_size=40))
-    elif kind == "json":
-        body = json.dumps(draw(JSON)).encode()
-    else:
-        envelope = {"retCode": draw(st.one_of(st.just(0), st.just(0), st.sampled_from([10002, 10006, 110001]),
-                                              SCALAR)),
-                    "retMsg": draw(st.text(max_size=10)), "result": draw(RESULTS)}  # fmt: skip
-        if draw(st.booleans()):
-            envelope["time"] = draw(st.one_of(NUMBERISH, SCALAR))
-        body = json.dumps(envelope).encode()
+    body = draw(reply_bodies(RESULTS, [10002, 10006, 110001], JSON, st.one_of(NUMBERISH, SCALAR)))
     headers = {}
     if draw(st.booleans()):
         ascii_text = st.text(
@@ -95,14 +84,8 @@ CALLS = ("sync_time", "instrument", "best_bid_ask", "position", "query_order", "
 
 
 def _exchange(answers) -> BybitExchange:
-    answers = iter(answers)
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        status, body, headers = next(answers, (503, b"", {}))
-        return httpx.Response(status, content=body, headers=headers)
-
     return BybitExchange(
-        CREDS, base_url="http://127.0.0.1:9", sleep=lambda s: None, transport=httpx.MockTransport(handle)
+        CREDS, base_url="http://127.0.0.1:9", sleep=lambda s: None, transport=playback(answers)
     )
 
 
