@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import websockets
 from websockets.asyncio.client import connect
 
-from convnext_fast.data.bybit_common import BybitError
+from convnext_fast.data.bybit_common import BybitError, digits_value
 from convnext_fast.data.bybit_common import check_symbol as _check_symbol
 from convnext_fast.data.candles import Candle, check_interval, format_ms, next_start_ms
 from convnext_fast.data.ohlcv import bar_problem, time_problem
@@ -254,12 +254,7 @@ def _whole_number(value) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    # ASCII digits only, and few of them: "²".isdigit() is True but int("²") raises, and int() refuses
-    # strings of more than 4300 digits; an epoch-ms start has 13.
-    text = value.strip() if isinstance(value, str) else ""
-    if text.isascii() and text.isdigit() and len(text) <= 20:
-        return int(text)
-    return None
+    return digits_value(value, 20)  # an epoch-ms start has 13 digits
 
 
 def _number(value) -> float | None:

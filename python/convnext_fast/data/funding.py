@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
+from .bybit_common import digits_value
 from .candles import format_ms
 
 PERPETUAL_CATEGORIES = ("linear", "inverse")
@@ -132,11 +133,11 @@ def parse_funding_page(body) -> tuple[FundingRates, int]:
     times, rates = [], []
     for row in rows:
         at = row.get("fundingRateTimestamp") if isinstance(row, dict) else None
-        text = at.strip() if isinstance(at, str) else str(at) if type(at) is int else ""
-        try:  # epoch ms in ASCII digits (int() takes "²" and other Unicode digits, or raises on them)
-            if not (text.isascii() and text.isdigit() and len(text) <= 15):
+        ms = digits_value(str(at) if type(at) is int else at, 15)  # epoch ms; int64 holds 18 digits
+        try:
+            if ms is None:
                 raise ValueError
-            times.append(int(text))
+            times.append(ms)
             rates.append(float(row["fundingRate"]))
         except (KeyError, TypeError, ValueError):
             raise UserError(f"Bybit funding history row not understood: {str(row)[:200]}") from None

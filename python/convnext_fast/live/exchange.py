@@ -30,6 +30,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from ..data.bybit import _wait_until_reset
+from ..data.bybit_common import digits_value
 from ..errors import UserError
 from .instruments import InstrumentRules, decimal_str, to_decimal
 
@@ -118,10 +119,10 @@ def _epoch_ms(value, per_ms: int) -> int | None:
     epoch ms; None for anything else, so a garbled clock reply is an OrderError, not a crash."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         return None
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 25:
+    count = digits_value(str(value), 25)
+    if count is None:
         return None
-    ms = int(text) // per_ms
+    ms = count // per_ms
     return ms if ms > 0 else None
 
 

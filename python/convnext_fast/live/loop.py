@@ -157,10 +157,11 @@ class LiveEngine:
         return used
 
     def warm_jit(self) -> float:
-        """Compile (or load from numba's cache) the broker's jitted step before the first live candle, on
-        a throwaway broker with the same rules, and the streaming features' step, and run the model once, so the first candle pays neither
-        (measured on the shared 2-core box, first candle: 28-42 ms without this and 8-10 ms with it when
-        numba's cache is on disk; 6.6 s vs 5 ms with an empty cache). Returns the seconds spent."""
+        """Before the first live candle: compile (or load from numba's cache) the broker's jitted step on a
+        throwaway broker with the same rules and the streaming features' step, and run the model once, so
+        the first candle pays for none of them (measured on the shared 2-core box, first candle: 28-42 ms
+        without this and 8-10 ms with it when numba's cache is on disk; 6.6 s vs 5 ms with an empty
+        cache). Returns the seconds spent."""
         from ..trading.broker import PaperBroker
 
         started = time.perf_counter()
