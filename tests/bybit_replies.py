@@ -1,5 +1,5 @@
-"""HTTP replies as Bybit's V5 REST endpoints (or a broken proxy in front of them) might send them, for the
-property tests of the market-data client and the order client, and an httpx transport that plays them back."""
+"""JSON values and HTTP replies as Bybit's V5 endpoints (or a broken proxy in front of them) might send them,
+for the property tests of every parser of Bybit's replies, and an httpx transport that plays them back."""
 
 from __future__ import annotations
 
@@ -7,6 +7,27 @@ import json
 
 import httpx
 from hypothesis import strategies as st
+
+# Numbers as an exchange (or a broken proxy) might spell them: plain, out of range, not finite, Unicode
+# digits ("²" passes str.isdigit, int() refuses it), Python-only spellings, more digits than int() takes.
+NUMBER_SPELLINGS = (
+    "0", "0.001", "100.5", "-1", "1e50", "1e400", "-1e400", "nan", "NaN", "inf", "Infinity", "-inf", "1_000",
+    " 7 ", "²", "١٢٣", "9" * 5000, "0x10", "", "abc", "1700000000000", " 1700000000000 ", "1700000000000000000",
+)  # fmt: skip
+NUMBERISH = st.sampled_from(NUMBER_SPELLINGS)
+SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    NUMBERISH,
+)
+JSON = st.recursive(
+    SCALAR,
+    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=8), inner, max_size=8),
+    max_leaves=20,
+)
 
 
 @st.composite

@@ -4,20 +4,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convnext_fast.data.funding import FundingRates, parse_funding_page
 from convnext_fast.errors import UserError
-
-from .test_ohlcv import JSON, JSON_SCALAR
+from tests.bybit_replies import JSON, NUMBER_SPELLINGS, SCALAR
 
 ROW = st.fixed_dictionaries(
     {},
     optional={
         "symbol": st.just("BTCUSDT"),
-        "fundingRateTimestamp": st.one_of(st.integers(0, 2**64).map(str), JSON_SCALAR),
-        "fundingRate": st.one_of(st.floats(-0.2, 0.2).map(repr), JSON_SCALAR),
+        "fundingRateTimestamp": st.one_of(st.integers(0, 2**64).map(str), SCALAR),
+        "fundingRate": st.one_of(st.floats(-0.2, 0.2).map(repr), SCALAR),
     },
 )
 BODY = st.one_of(
@@ -50,3 +50,15 @@ def test_a_well_formed_page_parses():
     rates, rows = parse_funding_page(body)
     assert rows == 2 and rates.time_ms.tolist() == [1700000000000, 1700028800000]
     assert rates.rate.tolist() == [-0.00005, 0.0001]
+
+
+@pytest.mark.parametrize("field", ["fundingRateTimestamp", "fundingRate"])
+def test_every_number_spelling_is_parsed_or_refused(field):
+    """Each spelling, not only the ones the property draws: "²" and a timestamp past int64 crashed once."""
+    good = {"symbol": "BTCUSDT", "fundingRate": "0.0001", "fundingRateTimestamp": "1700000000000"}
+    for text in NUMBER_SPELLINGS:
+        try:
+            rates, _ = parse_funding_page({"retCode": 0, "result": {"list": [{**good, field: text}]}})
+        except UserError:
+            continue
+        assert len(rates) == 1 and np.isfinite(rates.rate).all(), (field, text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from convnext_fast.data.store import CandleStore
 from convnext_fast.errors import UserError
 from convnext_fast.live.loop import candle_problem
 from convnext_fast.trading.backtest import run_backtest
+from tests.bybit_replies import JSON, NUMBER_SPELLINGS, SCALAR
 from tests.data.fake_bybit import kline_row, random_candles
 
 HOUR = 3_600_000
@@ -169,39 +169,6 @@ def test_property_vectorised_check_agrees_with_the_per_bar_rule(data):
         assert not bad, problems
 
 
-JSON_SCALAR = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    ANY_FLOAT.filter(math.isfinite),
-    st.text(max_size=8),
-    st.sampled_from(
-        [
-            "abc",
-            "1e50",
-            "nan",
-            "inf",
-            "-1",
-            "0",
-            "1700000000000",
-            "100.5",
-            " 1700000000000 ",
-            "²",
-            "١٢٣",
-            "1_000",
-            "0x10",
-            "9" * 5000,
-            "",
-        ]
-    ),
-)
-JSON = st.recursive(
-    JSON_SCALAR,
-    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=8), inner, max_size=8),
-    max_leaves=20,
-)
-
-
 @st.composite
 def kline_items(draw):
     """Mostly well-formed WS kline items with a field or two damaged, plus arbitrary JSON."""
@@ -219,7 +186,7 @@ def kline_items(draw):
         "confirm": True,
     }
     for key in draw(st.lists(st.sampled_from(sorted(item)), max_size=3)):
-        item[key] = draw(JSON_SCALAR)
+        item[key] = draw(SCALAR)
     return item
 
 
@@ -234,6 +201,17 @@ def test_property_ws_parser_never_raises(item, interval):
     json.dumps(problem)  # a loggable string
 
 
+@pytest.mark.parametrize("field", ["start", "open", "high", "low", "close", "volume"])
+def test_every_number_spelling_in_every_ws_field_is_parsed_or_rejected(field):
+    """Each spelling in every field, not only the ones the property draws: "²" and a 5000-digit start
+    crashed the parser once."""
+    good = {"start": 1_700_000_000_000, "open": "100", "high": "101", "low": "99", "close": "100.5",
+            "volume": "3", "turnover": "300", "confirm": True}  # fmt: skip
+    for text in NUMBER_SPELLINGS:
+        candle, problem = _parse_ws_kline({**good, field: text}, "60")
+        assert (candle is None) != (problem is None), (field, text)
+
+
 @st.composite
 def kline_bodies(draw):
     start = 1_700_000_000_000 - 1_700_000_000_000 % HOUR
@@ -241,7 +219,7 @@ def kline_bodies(draw):
     for k in range(draw(st.integers(0, 5))):
         row = [str(start + k * HOUR), "100", "101", "99", "100.5", "3", "300"]
         for j in draw(st.lists(st.integers(0, 6), max_size=2)):
-            row[j] = draw(JSON_SCALAR)
+            row[j] = draw(SCALAR)
         rows.append(row)
     body = {"retCode": 0, "result": {"list": rows}}
     if draw(st.integers(0, 4)) == 0:

@@ -13,21 +13,17 @@ from convnext_fast.data.bybit import BybitClient, RetryPolicy
 from convnext_fast.data.candles import Candles
 from convnext_fast.data.funding import FundingRates, fetch_funding
 from convnext_fast.errors import UserError
-from tests.bybit_replies import playback, reply_bodies
-
-from .test_ohlcv import JSON, JSON_SCALAR
+from tests.bybit_replies import JSON, SCALAR, playback, reply_bodies
 
 HOUR = 3_600_000
 NOW = 1_700_000_000_000 // HOUR * HOUR
 TIME = st.one_of(
     st.just({"timeNano": str(NOW * 1_000_000 + 1)}),
-    st.fixed_dictionaries({}, optional={"timeNano": JSON_SCALAR, "timeSecond": JSON_SCALAR}),
+    st.fixed_dictionaries({}, optional={"timeNano": SCALAR, "timeSecond": SCALAR}),
 )
 KLINE_ROW = st.one_of(
-    st.lists(JSON_SCALAR, min_size=7, max_size=7),
-    st.tuples(st.integers(NOW - 5 * HOUR, NOW).map(lambda t: str(t // HOUR * HOUR)), *[JSON_SCALAR] * 6).map(
-        list
-    ),
+    st.lists(SCALAR, min_size=7, max_size=7),
+    st.tuples(st.integers(NOW - 5 * HOUR, NOW).map(lambda t: str(t // HOUR * HOUR)), *[SCALAR] * 6).map(list),
     st.integers(NOW - 5 * HOUR, NOW).map(
         lambda t: [str(t // HOUR * HOUR), "100", "101", "99", "100.5", "3", "300"]
     ),
@@ -38,15 +34,15 @@ RESULT = st.one_of(
     TIME,
     st.fixed_dictionaries({"list": st.one_of(st.lists(KLINE_ROW, max_size=4), JSON)}),
     st.fixed_dictionaries({"list": st.lists(st.fixed_dictionaries({}, optional={
-        "fundingRate": st.one_of(st.just("0.0001"), JSON_SCALAR),
-        "fundingRateTimestamp": st.one_of(st.just(str(NOW - 8 * HOUR)), JSON_SCALAR)}), max_size=3)}),
+        "fundingRate": st.one_of(st.just("0.0001"), SCALAR),
+        "fundingRateTimestamp": st.one_of(st.just(str(NOW - 8 * HOUR)), SCALAR)}), max_size=3)}),
 )  # fmt: skip
 
 
 @st.composite
 def replies(draw):
     status = draw(st.sampled_from([200, 200, 200, 200, 400, 404, 429, 500, 503]))
-    return status, draw(reply_bodies(RESULT, [10001, 10006, 10016], JSON, JSON_SCALAR)), {}
+    return status, draw(reply_bodies(RESULT, [10001, 10006, 10016], JSON, SCALAR)), {}
 
 
 def _client(answers) -> BybitClient:
