@@ -183,9 +183,9 @@ def test_falls_back_to_eager_without_the_extension(monkeypatch):
 BF16_TOLERANCE = 2e-2
 
 
-# The bf16 GEMM's variants (csrc/kernels/isa.h): vdpbf16ps at avx512_bf16, else the portable loop (compiled
-# for AVX2+FMA and for the baseline); the rest of the model runs at the same level.
-BF16_PATHS = {"bf16-dot": "avx512_bf16", "loop-avx2": "avx2", "loop-scalar": "scalar"}
+# The bf16 GEMM's variants (csrc/kernels/isa.h): vdpbf16ps at avx512_bf16, FMAs over weights widened to fp32
+# at avx2 (and avx512), else the portable loop; the rest of the model runs at the same level.
+BF16_PATHS = {"bf16-dot": "avx512_bf16", "widen-avx2": "avx2", "loop-scalar": "scalar"}
 
 
 @pytest.fixture(params=list(BF16_PATHS))
@@ -222,7 +222,7 @@ def test_bf16_paths_agree_and_fp32_default_unchanged():
     m = model()
     x = np.random.default_rng(3).standard_normal((4, 20, 128)).astype(np.float32)
     outs = []
-    # vdpbf16ps, then the loop at the level just below (the fp32 layers stay on the same AVX-512 kernels)
+    # vdpbf16ps, then the AVX2 widening kernel one level below (the fp32 layers stay on the same AVX-512 kernels)
     for level in ("avx512_bf16", "avx512"):
         with isa_limit(level):
             outs.append(inference.InferenceSession(m, precision="bf16")(x))

@@ -15,8 +15,8 @@
 //   packed GEMM, fp32 panels (packed_gemm.cpp)             x      x      x
 //   packed GEMM, bf16 panels (packed_gemm.cpp)             x      x              x
 //   OpenBLAS GEMMs (blas.h: unpacked weights, backward)    OpenBLAS dispatches on its own
-// The avx2 row loops and the bf16 panel loop are the scalar C++ compiled a second time for AVX2+FMA
-// (CNF_ROW_VARIANTS below); the rest of the avx2/avx512 variants are intrinsics. The column-split
+// The avx2 row loops are the scalar C++ compiled a second time for AVX2+FMA (CNF_ROW_VARIANTS below); the
+// rest of the avx2/avx512 variants are intrinsics (the bf16 panels' avx2 variant widens them to fp32). The column-split
 // threshold of the bottleneck also depends on the level (kernels.cpp, split_columns_min_flops).
 //
 // How the level is chosen:

@@ -25,8 +25,10 @@ The session always computes eval-mode outputs (no drop path), in float32, whatev
 
 ``precision="bf16"`` (opt-in) keeps the blocks' and downsamples' linear weights in bf16: half the bytes to
 stream, which is what bounds tiny at batch 1. Activations are rounded to bf16 at each of those GEMMs and
-accumulated in fp32, on AVX512_BF16's ``vdpbf16ps`` where the CPU has it (chosen at run time) and a
-portable loop over the same products elsewhere; the stem, LayerNorms, GELU, residuals and head stay fp32.
+accumulated in fp32, on AVX512_BF16's ``vdpbf16ps`` where the CPU has it (chosen at run time), else with
+AVX2 FMAs over the weights widened to fp32 in registers (about fp32's speed: no bf16 dot instruction to
+double the multiply-adds), else a portable loop over the same products; the stem, LayerNorms, GELU,
+residuals and head stay fp32.
 Outputs move by ~1e-3 relative; measured accuracy on real windows is in benchmarks/README.md. The default
 ``"fp32"`` is unchanged.
 """

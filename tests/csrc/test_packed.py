@@ -1,7 +1,8 @@
 """The inference session's packed pieces straight from numpy: ``PackedLinear`` (the panel GEMM of
 csrc/kernels/packed_gemm.cpp, its scalar, AVX2 and AVX-512 kernels through the ``isa`` fixture of
-conftest.py, every row-tile height and partial last panel) and ``PackedBlock`` (one block as the session
-runs it), against float64 numpy oracles with NaN-poisoned outputs."""
+conftest.py and its bf16 kernels through ``bf16_isa``, every row-tile height and partial last panel) and
+``PackedBlock`` (one block as the session runs it), against float64 numpy oracles with NaN-poisoned
+outputs."""
 
 from __future__ import annotations
 
@@ -39,6 +40,42 @@ def test_packed_linear_matches_float64(rows, n, k, threads, isa, rng):
     out = poisoned(rows, n)
     lin.forward(x, out)
     assert rel_err(x.astype(np.float64) @ w.T.astype(np.float64) + b, out) <= 1e-5
+
+
+def bf16_rounded(a: np.ndarray) -> np.ndarray:
+    """float32 → bf16 → float32, round to nearest even (finite inputs), independently of the C++ rounding."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+# bf16 weights: every path rounds x and w to bf16 and sums their exact products in fp32, so the oracle is
+# float64 over the bf16-rounded operands and the tolerance is fp32's summation error, not bf16's.
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 11, 13, 64])
+@pytest.mark.parametrize(
+    ("n", "k"), [(3, 40), (20, 33), (100, 97), (400, 7), (96, 768)], ids=["n3", "n20", "n100", "k7", "k768"]
+)
+def test_packed_linear_bf16_matches_float64_of_bf16_operands(rows, n, k, threads, bf16_isa, rng):
+    w, b = f32(rng.standard_normal((n, k)) / math.sqrt(k)), f32(rng.standard_normal(n))
+    x = f32(rng.standard_normal((rows, k)))
+    out = poisoned(rows, n)
+    _C.PackedLinear(w, b, bf16=True).forward(x, out)
+    want = bf16_rounded(x).astype(np.float64) @ bf16_rounded(w).T.astype(np.float64) + b
+    assert rel_err(want, out) <= 1e-5
+    # and not within the same bound of the fp32 product: the rounding happened (bf16 moves it by ~1e-3)
+    assert rel_err(x.astype(np.float64) @ w.T.astype(np.float64) + b, out) > 1e-5
+
+
+def test_packed_linear_bf16_nan_and_inf_stay_in_their_rows(bf16_isa, rng):
+    w, b = f32(rng.standard_normal((40, 24))), f32(rng.standard_normal(40))
+    x = f32(rng.standard_normal((9, 24)))
+    x[4, 7] = np.nan  # lane 7 of the first 8: the vector rounding
+    x[6, 17] = np.inf  # the scalar tail of k = 24 is empty; 17 is in the third 8-lane group
+    out = poisoned(9, 40)
+    _C.PackedLinear(w, b, bf16=True).forward(x, out)
+    assert np.isnan(out[4]).all()
+    assert np.isinf(out[6]).all() and (np.sign(out[6]) == np.sign(w[:, 17])).all()
+    assert np.isfinite(np.delete(out, [4, 6], axis=0)).all()
 
 
 def test_packed_linear_writes_only_its_columns(isa, rng):
