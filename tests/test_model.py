@@ -1,5 +1,5 @@
 """The fused drop-in model against the reference: state_dict both ways, forward and every gradient in
-fp32, drop path under train(), B=1 and odd T, bf16 autocast, DataParallel, convert(), ONNX export and
+fp32, the stem / downsample convs as linears (patchify), drop path under train(), B=1 and odd T, bf16 autocast, DataParallel, convert(), ONNX export and
 torch.compile(fullgraph=True)."""
 
 from __future__ import annotations
@@ -69,6 +69,24 @@ def test_forward_and_every_gradient_match_reference(batch, t):
     assert_close("grad x", x64.grad, x32.grad, TOLERANCE[torch.float32])
     for (name, p), p64 in zip(fused.named_parameters(), ref64.parameters(), strict=True):
         assert_close(f"grad {name}", p64.grad, p.grad, TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize(
+    ("b", "t", "c", "c_out", "k"), [(1, 8, 13, 26, 2), (3, 36, 20, 40, 4), (2, 10, 100, 7, 2)]
+)
+def test_patchify_is_the_strided_conv_channels_last(b, t, c, c_out, k):
+    from convnext_fast.model import patchify
+
+    conv = nn.Conv1d(c, c_out, kernel_size=k, stride=k).double()
+    h = torch.randn(b, t, c, dtype=torch.float64, requires_grad=True)
+    got = patchify(h, conv)
+    want = conv(h.transpose(1, 2)).transpose(1, 2)
+    assert got.shape == (b, t // k, c_out) and got.is_contiguous()
+    assert_close("patchify", want, got, 1e-12)
+    g = torch.randn_like(want)
+    grads = [torch.autograd.grad(out, (h, conv.weight, conv.bias), g) for out in (want, got)]
+    for name, w, o in zip(("dh", "dweight", "dbias"), *grads, strict=True):
+        assert_close(name, w, o, 1e-12)
 
 
 def test_drop_path_in_training_draws_like_the_reference():

@@ -21,6 +21,18 @@ def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tenso
     return x.new_empty(x.shape[0]).bernoulli_(keep) / keep
 
 
+def patchify(h: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv`` (kernel size = stride, no padding: the stem and the downsamples) on channels-last ``h``
+    ``[B, T, C]``, as one linear over the non-overlapping windows of k steps, which are a view of ``h``:
+    ``[B, T/k, k·C]``. Gives ``[B, T/k, C_out]`` channels-last with no transposes around a conv: the atto
+    B=32 training step ran 70.3 / 69.7 ms against 74.1 / 73.2 ms with the conv and its layout copies
+    (``python -m benchmarks.bench_training atto 32 10 eager,fused 2``, alternated, AVX2 host)."""
+    (k,) = conv.kernel_size
+    b, t, c = h.shape
+    weight = conv.weight.permute(0, 2, 1).reshape(conv.out_channels, k * c)  # [C_out, k·C], k-major like h
+    return F.linear(h.reshape(b, t // k, k * c), weight, conv.bias)
+
+
 def backend_for(device_type: str, requested: str | None) -> str:
     """The backend for every block of one forward, resolved once (also honours ``use_backend``).
     Under ``torch.compile`` it is fixed at trace time, which keeps the graph free of context-variable reads."""
@@ -68,14 +80,14 @@ class ConvNeXt1d(reference.ConvNeXt1d):
     def _features_channels_last(self, x: torch.Tensor, backend: str) -> torch.Tensor:
         dwconv_layernorm, bottleneck = block_ops(backend)
         stem_conv, stem_norm = self.stem
-        # channels-last and contiguous once per stage, so no kernel has to copy its input
-        h = stem_conv(x).transpose(1, 2).contiguous()  # [B, T/4, C]
+        # channels-last from the stem on (one transpose of the input), so no kernel has to copy its input
+        h = patchify(x.transpose(1, 2), stem_conv)  # [B, T/4, C]
         h = F.layer_norm(h, stem_norm.normalized_shape, stem_norm.weight, stem_norm.bias, stem_norm.eps)
         for stage in self.stages:
             if not isinstance(stage.downsample, nn.Identity):
                 norm, conv = stage.downsample
                 h = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-                h = conv(h.transpose(1, 2)).transpose(1, 2).contiguous()
+                h = patchify(h, conv)
             for block in stage.blocks:
                 n = dwconv_layernorm(
                     h,
