@@ -1,6 +1,8 @@
-"""GELU inverted bottleneck on the C++ backend (custom op ``convnext_fast::bottleneck_cpu``) against the
-float64 reference: forward and backward with and without drop path, B=1, odd T, C not a multiple of 8,
-non-contiguous inputs, bf16, gradcheck of the hand-written backward, opcheck, and argument errors."""
+"""GELU inverted bottleneck on the C++ backend (custom op ``convnext_fast::bottleneck_cpu`` under
+torch.compile, an autograd.Function over the same kernels in eager mode) against the float64 reference:
+forward and backward with and without drop path, B=1, odd T, C not a multiple of 8, non-contiguous
+inputs, bf16, gradcheck of the hand-written backward, the custom op's autograd against the eager path,
+opcheck, and argument errors."""
 
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ SHAPES = [(1, 16, 20), (2, 37, 40), (3, 9, 100)]
 
 
 @pytest.mark.parametrize("with_scale", [False, True], ids=["no-drop-path", "drop-path"])
-@pytest.mark.parametrize("train_composition", [True, False], ids=["composition", "custom-op"])
+@pytest.mark.parametrize("train_composition", [True, False], ids=["composition", "kernels"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"B{b}-T{t}-C{c}" for b, t, c in SHAPES])
 def test_matches_reference_forward_and_backward(
     shape, with_scale, train_composition, monkeypatch, check_op_against_reference
 ):
-    # both training paths: the torch composition (default) and the custom op's own fp32 backward
+    # both training paths: the torch composition (opt-in) and the C++ kernels' own fp32 backward
     monkeypatch.setattr(_cpu_common, "TRAIN_COMPOSITION", train_composition)
     extra = (drop_path_scale(shape[0]),) if with_scale else ()
     check_op_against_reference(
@@ -64,6 +66,25 @@ def test_gradcheck_float64():
     inputs = [t.double().requires_grad_() for t in make_inputs(2, 3, 4)]
     scale = drop_path_scale(2).double()
     assert torch.autograd.gradcheck(lambda *a: cpu.bottleneck(*a, scale), inputs, fast_mode=True)
+
+
+def test_custom_op_autograd_matches_the_eager_path():
+    """torch.compile runs the custom op and its registered autograd; eager mode the autograd.Function:
+    same kernels and saved tensors, so the same outputs and gradients to the bit."""
+    inputs = make_inputs(3, 11, 20)
+    scale = drop_path_scale(3)
+    grad = torch.randn(3, 11, 20)
+    results = []
+    for run in (
+        lambda a: cpu.bottleneck(*a, scale),
+        lambda a: cpu.bottleneck_op(*a, scale, True)[0],
+    ):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out = run(leaves)
+        out.backward(grad)
+        results.append([out.detach(), *(t.grad for t in leaves)])
+    for eager, op in zip(*results, strict=True):
+        assert torch.equal(eager, op)
 
 
 def test_opcheck():

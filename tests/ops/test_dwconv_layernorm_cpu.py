@@ -1,6 +1,7 @@
-"""dwconv + LayerNorm on the C++ backend (custom op ``convnext_fast::dwconv_layernorm_cpu``) against the
-float64 reference: forward and backward, odd T, B=1, C not a multiple of 8, non-contiguous input, bf16,
-gradcheck of the hand-written backward, opcheck, and argument errors."""
+"""dwconv + LayerNorm on the C++ backend (custom op ``convnext_fast::dwconv_layernorm_cpu`` under
+torch.compile, an autograd.Function over the same kernels in eager mode) against the float64 reference:
+forward and backward, odd T, B=1, C not a multiple of 8, non-contiguous input, bf16, gradcheck of the
+hand-written backward, the custom op's autograd against the eager path, opcheck, and argument errors."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ pytestmark = pytest.mark.skipif(_C is None, reason="convnext_fast._C is not buil
 SHAPES = [(1, 16, 20), (2, 37, 40), (3, 9, 100)]
 
 
-@pytest.mark.parametrize("train_composition", [True, False], ids=["composition", "custom-op"])
+@pytest.mark.parametrize("train_composition", [True, False], ids=["composition", "kernels"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"B{b}-T{t}-C{c}" for b, t, c in SHAPES])
 def test_matches_reference_forward_and_backward(
     shape, train_composition, monkeypatch, check_op_against_reference
 ):
-    # both training paths: the torch composition (default) and the custom op's own fp32 backward
+    # both training paths: the torch composition (opt-in) and the C++ kernels' own fp32 backward
     monkeypatch.setattr(_cpu_common, "TRAIN_COMPOSITION", train_composition)
     check_op_against_reference(
         "dwconv_layernorm",
@@ -34,6 +35,21 @@ def test_matches_reference_forward_and_backward(
         dtype=torch.float32,
         device=torch.device("cpu"),
     )
+
+
+def test_custom_op_autograd_matches_the_eager_path():
+    """torch.compile runs the custom op and its registered autograd; eager mode the autograd.Function:
+    same kernels, so the same outputs and gradients to the bit."""
+    x, *params = make_inputs(2, 13, 20)
+    grad = torch.randn(2, 13, 20)
+    results = []
+    for run in (cpu.dwconv_layernorm, lambda *a: cpu.dwconv_layernorm_op(*a, 1e-6)):
+        leaves = [t.clone().requires_grad_() for t in (x, *params)]
+        out = run(*leaves)
+        out.backward(grad)
+        results.append([out.detach(), *(t.grad for t in leaves)])
+    for eager, op in zip(*results, strict=True):
+        assert torch.equal(eager, op)
 
 
 def test_non_contiguous_input_and_bf16():

@@ -1,4 +1,5 @@
-"""GELU inverted bottleneck on the C++ kernel, as the torch custom op ``convnext_fast::bottleneck_cpu``.
+"""GELU inverted bottleneck on the C++ kernel: the torch custom op ``convnext_fast::bottleneck_cpu`` under
+torch.compile (an opaque node with a fake), an autograd.Function over the same kernels in eager mode.
 
 When autograd needs it, the kernel also writes the pre-GELU hidden activation, from which the C++ backward
 (``convnext_fast::bottleneck_backward_cpu``: four OpenBLAS GEMMs, GELU' and the layer-scale / drop-path
@@ -36,19 +37,8 @@ def check_args(x: torch.Tensor, n: torch.Tensor, fc1_weight: torch.Tensor) -> No
         raise ValueError(f"fc1_weight must have shape [H, {x.shape[-1]}], got {tuple(fc1_weight.shape)}")
 
 
-@torch.library.custom_op("convnext_fast::bottleneck_cpu", mutates_args=(), device_types="cpu")
-def bottleneck_op(
-    x: torch.Tensor,
-    n: torch.Tensor,
-    fc1_weight: torch.Tensor,
-    fc1_bias: torch.Tensor,
-    fc2_weight: torch.Tensor,
-    fc2_bias: torch.Tensor,
-    gamma: torch.Tensor,
-    sample_scale: torch.Tensor | None,
-    save_hidden: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(y, hidden)``; ``hidden`` is ``n·W1ᵀ + b1`` when ``save_hidden`` else an empty tensor."""
+def _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden):
+    """``(y, hidden)``: the kernel call behind both the custom op and the eager path."""
     if x.dtype == torch.float64:
         y = reference.bottleneck(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
         hidden = F.linear(n, fc1_weight, fc1_bias) if save_hidden else x.new_empty(_EMPTY)
@@ -68,7 +58,25 @@ def bottleneck_op(
         y.numpy(),
         hidden.numpy() if save_hidden else None,
     )
+    if x.dtype == torch.float32:
+        return y, hidden
     return y.to(x.dtype), hidden.to(x.dtype)
+
+
+@torch.library.custom_op("convnext_fast::bottleneck_cpu", mutates_args=(), device_types="cpu")
+def bottleneck_op(
+    x: torch.Tensor,
+    n: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    gamma: torch.Tensor,
+    sample_scale: torch.Tensor | None,
+    save_hidden: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(y, hidden)``; ``hidden`` is ``n·W1ᵀ + b1`` when ``save_hidden`` else an empty tensor."""
+    return _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden)
 
 
 @bottleneck_op.register_fake
@@ -107,21 +115,8 @@ def _backward_torch(
     return (dz @ w1).view(n.shape), dz.t() @ n2, dz.sum(0), g[:, None] * gs_act, g * gs_sum, d_gamma
 
 
-@torch.library.custom_op("convnext_fast::bottleneck_backward_cpu", mutates_args=(), device_types="cpu")
-def bottleneck_backward_op(
-    grad_y: torch.Tensor,
-    n: torch.Tensor,
-    hidden: torch.Tensor,
-    fc1_weight: torch.Tensor,
-    fc1_bias: torch.Tensor,
-    fc2_weight: torch.Tensor,
-    fc2_bias: torch.Tensor,
-    gamma: torch.Tensor,
-    sample_scale: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dn, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias, dgamma)`` in n's / the weights' dtypes. float32
-    (and bf16/fp16, computed in float32) runs the C++ backward over the saved pre-GELU ``hidden``; float64 and
-    an empty ``hidden`` run torch ops."""
+def _gradients(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
+    """The backward kernel call behind both the custom op and the eager path."""
     out_dtypes = (n.dtype, fc1_weight.dtype, fc1_bias.dtype, fc2_weight.dtype, fc2_bias.dtype, gamma.dtype)
     if n.dtype == torch.float64 or hidden.numel() == 0:
         dtype = torch.float64 if n.dtype == torch.float64 else torch.float32
@@ -152,6 +147,24 @@ def bottleneck_backward_op(
     return tuple(gr if gr.dtype == dt else gr.to(dt) for gr, dt in zip(grads, out_dtypes, strict=True))
 
 
+@torch.library.custom_op("convnext_fast::bottleneck_backward_cpu", mutates_args=(), device_types="cpu")
+def bottleneck_backward_op(
+    grad_y: torch.Tensor,
+    n: torch.Tensor,
+    hidden: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    gamma: torch.Tensor,
+    sample_scale: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dn, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias, dgamma)`` in n's / the weights' dtypes. float32
+    (and bf16/fp16, computed in float32) runs the C++ backward over the saved pre-GELU ``hidden``; float64 and
+    an empty ``hidden`` run torch ops."""
+    return _gradients(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
+
+
 @bottleneck_backward_op.register_fake
 def _(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
     return (
@@ -177,6 +190,29 @@ def _backward(ctx, grad_y, _grad_hidden):
 bottleneck_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerBottleneck(torch.autograd.Function):
+    """The same kernels and saved tensors as the custom op's autograd, without its dispatch. Outside
+    torch.compile the custom op's layers (torch.library's Python wrappers, dynamo's disable guard) cost
+    ~0.17 ms per call and backward: on a block too small to time the kernel, 433 µs through the op
+    against 263 µs through this Function; over atto's 24 op calls, ~3 ms of its B=32 training step
+    (benchmarks/README.md)."""
+
+    @staticmethod
+    def forward(ctx, x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
+        y, hidden = _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, True)
+        ctx.save_for_backward(n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden)
+        ctx.x_dtype = x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
+        grads = _gradients(
+            grad_y.contiguous(), n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale
+        )
+        return (grad_y.to(ctx.x_dtype), *grads, None)
+
+
 def _composition(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
     branch = F.linear(F.gelu(F.linear(n, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
     # gamma and the drop-path factor folded into one small [B, 1, C] scale: one pass over the branch
@@ -200,5 +236,11 @@ def bottleneck(
     save_hidden = torch.is_grad_enabled() and any(p.requires_grad for p in params)
     if save_hidden and _cpu_common.TRAIN_COMPOSITION and all(p.dtype == torch.float32 for p in params):
         return _composition(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
-    y, _ = bottleneck_op(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden)
-    return y
+    if torch.compiler.is_compiling():  # the custom op: an opaque node with a fake for tracing
+        y, _ = bottleneck_op(
+            x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden
+        )
+        return y
+    if save_hidden:
+        return _EagerBottleneck.apply(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
+    return _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, False)[0]

@@ -1,4 +1,5 @@
-"""dwconv + LayerNorm on the C++ kernel, as the torch custom op ``convnext_fast::dwconv_layernorm_cpu``.
+"""dwconv + LayerNorm on the C++ kernel: the torch custom op ``convnext_fast::dwconv_layernorm_cpu`` under
+torch.compile, an autograd.Function over the same kernels in eager mode.
 
 float32 (and bf16/fp16, computed in float32 and cast back) runs the fused kernel forward and backward
 (``convnext_fast::dwconv_layernorm_backward_cpu``); float64 runs the reference and a torch-op backward so
@@ -33,6 +34,17 @@ def check_args(x: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tens
         )
 
 
+def _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
+    """The kernel call behind both the custom op and the eager path."""
+    if x.dtype == torch.float64:
+        return reference.dwconv_layernorm(x, conv_weight, conv_bias, norm_weight, norm_bias, eps).to(x.dtype)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    _cpu_common.kernels().dwconv_layernorm(
+        _f32(x), _f32(conv_weight), _f32(conv_bias), _f32(norm_weight), _f32(norm_bias), eps, out.numpy()
+    )
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+
 @torch.library.custom_op("convnext_fast::dwconv_layernorm_cpu", mutates_args=(), device_types="cpu")
 def dwconv_layernorm_op(
     x: torch.Tensor,
@@ -42,13 +54,7 @@ def dwconv_layernorm_op(
     norm_bias: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    if x.dtype == torch.float64:
-        return reference.dwconv_layernorm(x, conv_weight, conv_bias, norm_weight, norm_bias, eps).to(x.dtype)
-    out = torch.empty(x.shape, dtype=torch.float32)
-    _cpu_common.kernels().dwconv_layernorm(
-        _f32(x), _f32(conv_weight), _f32(conv_bias), _f32(norm_weight), _f32(norm_bias), eps, out.numpy()
-    )
-    return out if x.dtype == torch.float32 else out.to(x.dtype)
+    return _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
 
 
 @dwconv_layernorm_op.register_fake
@@ -79,19 +85,8 @@ def _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps
     return dx.transpose(1, 2), dw, db, d_norm_weight, d_norm_bias
 
 
-@torch.library.custom_op("convnext_fast::dwconv_layernorm_backward_cpu", mutates_args=(), device_types="cpu")
-def dwconv_layernorm_backward_op(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor,
-    norm_weight: torch.Tensor,
-    norm_bias: torch.Tensor,
-    eps: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dx, dconv_weight, dconv_bias, dnorm_weight, dnorm_bias)`` in the inputs' dtypes. float32 (and
-    bf16/fp16, computed in float32) runs the C++ backward, which recomputes the conv and its statistics row
-    by row; float64 runs torch ops."""
+def _gradients(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
+    """The backward kernel call behind both the custom op and the eager path."""
     out_dtypes = (x.dtype, conv_weight.dtype, conv_bias.dtype, norm_weight.dtype, norm_bias.dtype)
     if x.dtype == torch.float64:
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -117,6 +112,22 @@ def dwconv_layernorm_backward_op(
     return tuple(g if g.dtype == dt else g.to(dt) for g, dt in zip(grads, out_dtypes, strict=True))
 
 
+@torch.library.custom_op("convnext_fast::dwconv_layernorm_backward_cpu", mutates_args=(), device_types="cpu")
+def dwconv_layernorm_backward_op(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dx, dconv_weight, dconv_bias, dnorm_weight, dnorm_bias)`` in the inputs' dtypes. float32 (and
+    bf16/fp16, computed in float32) runs the C++ backward, which recomputes the conv and its statistics row
+    by row; float64 runs torch ops."""
+    return _gradients(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
+
+
 @dwconv_layernorm_backward_op.register_fake
 def _(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
     return tuple(torch.empty_like(t) for t in (x, conv_weight, conv_bias, norm_weight, norm_bias))
@@ -131,6 +142,25 @@ def _backward(ctx, grad):
 
 
 dwconv_layernorm_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerDwconvLayerNorm(torch.autograd.Function):
+    """The custom op's kernels and saved tensors without its dispatch (why: the bottleneck's
+    ``_EagerBottleneck``)."""
+
+    @staticmethod
+    def forward(ctx, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
+        ctx.save_for_backward(x, conv_weight, conv_bias, norm_weight, norm_bias)
+        ctx.eps = eps
+        return _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
+        return (
+            *_gradients(grad.contiguous(), x, conv_weight, conv_bias, norm_weight, norm_bias, ctx.eps),
+            None,
+        )
 
 
 def dwconv_layernorm(
@@ -153,4 +183,8 @@ def dwconv_layernorm(
         c = x.shape[-1]
         y = F.conv1d(x.transpose(1, 2), conv_weight, conv_bias, padding=KERNEL // 2, groups=c)
         return F.layer_norm(y.transpose(1, 2), (c,), norm_weight, norm_bias, eps)
-    return dwconv_layernorm_op(x, conv_weight, conv_bias, norm_weight, norm_bias, float(eps))
+    if torch.compiler.is_compiling():  # the custom op: an opaque node with a fake for tracing
+        return dwconv_layernorm_op(x, conv_weight, conv_bias, norm_weight, norm_bias, float(eps))
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return _EagerDwconvLayerNorm.apply(x, conv_weight, conv_bias, norm_weight, norm_bias, float(eps))
+    return _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, float(eps))
