@@ -111,6 +111,48 @@ void packed_gemm_scalar(const float* a, int64_t m, int64_t lda, const PackedWeig
 }
 
 #if CNF_X86_KERNELS
+// The MR × 16 accumulators of an AVX2 tile with what sits at the panel's edge: lane masks for a partial last
+// panel (cols < 16, where neither the bias load nor the store may touch columns ≥ n), the start value (the
+// bias, or zero) and the store. Shared by the fp32 and bf16 tiles; always inlined, so with the MR loops
+// unrolled the arrays stay in registers.
+template <int MR>
+struct Avx2TileRows {
+  __m256i mask_lo, mask_hi;
+  __m256 lo[MR], hi[MR];
+
+  CNF_ALWAYS_INLINE CNF_TARGET_AVX2 Avx2TileRows(const float* bias, int64_t cols) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    mask_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols)), lane);
+    mask_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols) - 8), lane);
+    __m256 init_lo = _mm256_setzero_ps(), init_hi = _mm256_setzero_ps();
+    if (bias != nullptr) {
+      init_lo = _mm256_maskload_ps(bias, mask_lo);
+      init_hi = _mm256_maskload_ps(bias + 8, mask_hi);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      lo[r] = init_lo;
+      hi[r] = init_hi;
+    }
+  }
+
+  CNF_ALWAYS_INLINE CNF_TARGET_AVX2 void store(float* c, int64_t ldc, int64_t cols) const {
+    if (cols == kPanel) {
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        _mm256_storeu_ps(c + r * ldc, lo[r]);
+        _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        _mm256_maskstore_ps(c + r * ldc, mask_lo, lo[r]);
+        _mm256_maskstore_ps(c + r * ldc + 8, mask_hi, hi[r]);
+      }
+    }
+  }
+};
+
 // ---- fp32 panels, AVX2+FMA ----
 // MR rows × 16 columns: 2·MR accumulators + 2 weight registers + 1 broadcast fit the 16 ymm registers
 // for MR ≤ 6. Every loop over MR must be fully unrolled: GCC otherwise keeps the accumulator arrays in
@@ -121,21 +163,7 @@ template <int MR>
 CNF_TARGET_AVX2 void tile(const float* a, int64_t lda, const float* panel, int64_t k,
                                               const float* bias, float* c, int64_t ldc, int64_t cols,
                                               const char* pf, int64_t pf_lines) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i mask_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols)), lane);
-  const __m256i mask_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols) - 8), lane);
-  __m256 init_lo = _mm256_setzero_ps(), init_hi = _mm256_setzero_ps();
-  if (bias != nullptr) {
-    // Masked loads: a partial last panel must not read past the end of the bias vector.
-    init_lo = _mm256_maskload_ps(bias, mask_lo);
-    init_hi = _mm256_maskload_ps(bias + 8, mask_hi);
-  }
-  __m256 lo[MR], hi[MR];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    lo[r] = init_lo;
-    hi[r] = init_hi;
-  }
+  Avx2TileRows<MR> acc(bias, cols);
   SpreadPrefetch prefetch{pf, pf_lines, k};
   for (int64_t p = 0; p < k; ++p) {
     prefetch.step();
@@ -144,23 +172,11 @@ CNF_TARGET_AVX2 void tile(const float* a, int64_t lda, const float* panel, int64
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m256 av = _mm256_broadcast_ss(a + r * lda + p);
-      lo[r] = _mm256_fmadd_ps(av, w0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(av, w1, hi[r]);
+      acc.lo[r] = _mm256_fmadd_ps(av, w0, acc.lo[r]);
+      acc.hi[r] = _mm256_fmadd_ps(av, w1, acc.hi[r]);
     }
   }
-  if (cols == kPanel) {
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      _mm256_storeu_ps(c + r * ldc, lo[r]);
-      _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
-    }
-  } else {
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      _mm256_maskstore_ps(c + r * ldc, mask_lo, lo[r]);
-      _mm256_maskstore_ps(c + r * ldc + 8, mask_hi, hi[r]);
-    }
-  }
+  acc.store(c, ldc, cols);
 }
 
 using TileFn = void (*)(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t,
@@ -401,21 +417,8 @@ template <int MR>
 CNF_TARGET_AVX2 void tile_bf16_avx2(const float* a, int64_t lda, const uint16_t* panel, int64_t k2,
                                     const float* bias, float* c, int64_t ldc, int64_t cols, const char* pf,
                                     int64_t pf_lines) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i mask_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols)), lane);
-  const __m256i mask_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(cols) - 8), lane);
   const __m256i odd_half = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  __m256 init_lo = _mm256_setzero_ps(), init_hi = _mm256_setzero_ps();
-  if (bias != nullptr) {
-    init_lo = _mm256_maskload_ps(bias, mask_lo);
-    init_hi = _mm256_maskload_ps(bias + 8, mask_hi);
-  }
-  __m256 lo[MR], hi[MR];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    lo[r] = init_lo;
-    hi[r] = init_hi;
-  }
+  Avx2TileRows<MR> acc(bias, cols);
   SpreadPrefetch prefetch{pf, pf_lines, k2};
   for (int64_t p = 0; p < k2; ++p) {
     prefetch.step();
@@ -429,17 +432,13 @@ CNF_TARGET_AVX2 void tile_bf16_avx2(const float* a, int64_t lda, const uint16_t*
     for (int r = 0; r < MR; ++r) {
       const __m256 a0 = _mm256_broadcast_ss(a + r * lda + 2 * p);
       const __m256 a1 = _mm256_broadcast_ss(a + r * lda + 2 * p + 1);
-      lo[r] = _mm256_fmadd_ps(a0, even_lo, lo[r]);
-      hi[r] = _mm256_fmadd_ps(a0, even_hi, hi[r]);
-      lo[r] = _mm256_fmadd_ps(a1, odd_lo, lo[r]);
-      hi[r] = _mm256_fmadd_ps(a1, odd_hi, hi[r]);
+      acc.lo[r] = _mm256_fmadd_ps(a0, even_lo, acc.lo[r]);
+      acc.hi[r] = _mm256_fmadd_ps(a0, even_hi, acc.hi[r]);
+      acc.lo[r] = _mm256_fmadd_ps(a1, odd_lo, acc.lo[r]);
+      acc.hi[r] = _mm256_fmadd_ps(a1, odd_hi, acc.hi[r]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    _mm256_maskstore_ps(c + r * ldc, mask_lo, lo[r]);
-    _mm256_maskstore_ps(c + r * ldc + 8, mask_hi, hi[r]);
-  }
+  acc.store(c, ldc, cols);
 }
 
 using TileBf16Avx2Fn = void (*)(const float*, int64_t, const uint16_t*, int64_t, const float*, float*, int64_t,
