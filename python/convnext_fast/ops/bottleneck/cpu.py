@@ -37,6 +37,22 @@ def check_args(x: torch.Tensor, n: torch.Tensor, fc1_weight: torch.Tensor) -> No
         raise ValueError(f"fc1_weight must have shape [H, {x.shape[-1]}], got {tuple(fc1_weight.shape)}")
 
 
+@torch.library.custom_op("convnext_fast::bottleneck_cpu", mutates_args=(), device_types="cpu")
+def bottleneck_op(
+    x: torch.Tensor,
+    n: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    gamma: torch.Tensor,
+    sample_scale: torch.Tensor | None,
+    save_hidden: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(y, hidden)``; ``hidden`` is ``n·W1ᵀ + b1`` when ``save_hidden`` else an empty tensor."""
+    return _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden)
+
+
 def _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden):
     """``(y, hidden)``: the kernel call behind both the custom op and the eager path."""
     if x.dtype == torch.float64:
@@ -61,22 +77,6 @@ def _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_sca
     if x.dtype == torch.float32:
         return y, hidden
     return y.to(x.dtype), hidden.to(x.dtype)
-
-
-@torch.library.custom_op("convnext_fast::bottleneck_cpu", mutates_args=(), device_types="cpu")
-def bottleneck_op(
-    x: torch.Tensor,
-    n: torch.Tensor,
-    fc1_weight: torch.Tensor,
-    fc1_bias: torch.Tensor,
-    fc2_weight: torch.Tensor,
-    fc2_bias: torch.Tensor,
-    gamma: torch.Tensor,
-    sample_scale: torch.Tensor | None,
-    save_hidden: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(y, hidden)``; ``hidden`` is ``n·W1ᵀ + b1`` when ``save_hidden`` else an empty tensor."""
-    return _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, save_hidden)
 
 
 @bottleneck_op.register_fake
@@ -115,6 +115,24 @@ def _backward_torch(
     return (dz @ w1).view(n.shape), dz.t() @ n2, dz.sum(0), g[:, None] * gs_act, g * gs_sum, d_gamma
 
 
+@torch.library.custom_op("convnext_fast::bottleneck_backward_cpu", mutates_args=(), device_types="cpu")
+def bottleneck_backward_op(
+    grad_y: torch.Tensor,
+    n: torch.Tensor,
+    hidden: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+    gamma: torch.Tensor,
+    sample_scale: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dn, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias, dgamma)`` in n's / the weights' dtypes. float32
+    (and bf16/fp16, computed in float32) runs the C++ backward over the saved pre-GELU ``hidden``; float64 and
+    an empty ``hidden`` run torch ops."""
+    return _gradients(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
+
+
 def _gradients(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
     """The backward kernel call behind both the custom op and the eager path."""
     out_dtypes = (n.dtype, fc1_weight.dtype, fc1_bias.dtype, fc2_weight.dtype, fc2_bias.dtype, gamma.dtype)
@@ -145,24 +163,6 @@ def _gradients(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, ga
         *(g.numpy() for g in grads),
     )
     return tuple(gr if gr.dtype == dt else gr.to(dt) for gr, dt in zip(grads, out_dtypes, strict=True))
-
-
-@torch.library.custom_op("convnext_fast::bottleneck_backward_cpu", mutates_args=(), device_types="cpu")
-def bottleneck_backward_op(
-    grad_y: torch.Tensor,
-    n: torch.Tensor,
-    hidden: torch.Tensor,
-    fc1_weight: torch.Tensor,
-    fc1_bias: torch.Tensor,
-    fc2_weight: torch.Tensor,
-    fc2_bias: torch.Tensor,
-    gamma: torch.Tensor,
-    sample_scale: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dn, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias, dgamma)`` in n's / the weights' dtypes. float32
-    (and bf16/fp16, computed in float32) runs the C++ backward over the saved pre-GELU ``hidden``; float64 and
-    an empty ``hidden`` run torch ops."""
-    return _gradients(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale)
 
 
 @bottleneck_backward_op.register_fake

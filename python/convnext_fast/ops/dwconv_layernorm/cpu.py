@@ -34,17 +34,6 @@ def check_args(x: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tens
         )
 
 
-def _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
-    """The kernel call behind both the custom op and the eager path."""
-    if x.dtype == torch.float64:
-        return reference.dwconv_layernorm(x, conv_weight, conv_bias, norm_weight, norm_bias, eps).to(x.dtype)
-    out = torch.empty(x.shape, dtype=torch.float32)
-    _cpu_common.kernels().dwconv_layernorm(
-        _f32(x), _f32(conv_weight), _f32(conv_bias), _f32(norm_weight), _f32(norm_bias), eps, out.numpy()
-    )
-    return out if x.dtype == torch.float32 else out.to(x.dtype)
-
-
 @torch.library.custom_op("convnext_fast::dwconv_layernorm_cpu", mutates_args=(), device_types="cpu")
 def dwconv_layernorm_op(
     x: torch.Tensor,
@@ -55,6 +44,17 @@ def dwconv_layernorm_op(
     eps: float,
 ) -> torch.Tensor:
     return _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
+
+
+def _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
+    """The kernel call behind both the custom op and the eager path."""
+    if x.dtype == torch.float64:
+        return reference.dwconv_layernorm(x, conv_weight, conv_bias, norm_weight, norm_bias, eps).to(x.dtype)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    _cpu_common.kernels().dwconv_layernorm(
+        _f32(x), _f32(conv_weight), _f32(conv_bias), _f32(norm_weight), _f32(norm_bias), eps, out.numpy()
+    )
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
 
 
 @dwconv_layernorm_op.register_fake
@@ -85,6 +85,22 @@ def _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps
     return dx.transpose(1, 2), dw, db, d_norm_weight, d_norm_bias
 
 
+@torch.library.custom_op("convnext_fast::dwconv_layernorm_backward_cpu", mutates_args=(), device_types="cpu")
+def dwconv_layernorm_backward_op(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dx, dconv_weight, dconv_bias, dnorm_weight, dnorm_bias)`` in the inputs' dtypes. float32 (and
+    bf16/fp16, computed in float32) runs the C++ backward, which recomputes the conv and its statistics row
+    by row; float64 runs torch ops."""
+    return _gradients(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
+
+
 def _gradients(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
     """The backward kernel call behind both the custom op and the eager path."""
     out_dtypes = (x.dtype, conv_weight.dtype, conv_bias.dtype, norm_weight.dtype, norm_bias.dtype)
@@ -110,22 +126,6 @@ def _gradients(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
         *(g.numpy() for g in grads),
     )
     return tuple(g if g.dtype == dt else g.to(dt) for g, dt in zip(grads, out_dtypes, strict=True))
-
-
-@torch.library.custom_op("convnext_fast::dwconv_layernorm_backward_cpu", mutates_args=(), device_types="cpu")
-def dwconv_layernorm_backward_op(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    conv_weight: torch.Tensor,
-    conv_bias: torch.Tensor,
-    norm_weight: torch.Tensor,
-    norm_bias: torch.Tensor,
-    eps: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dx, dconv_weight, dconv_bias, dnorm_weight, dnorm_bias)`` in the inputs' dtypes. float32 (and
-    bf16/fp16, computed in float32) runs the C++ backward, which recomputes the conv and its statistics row
-    by row; float64 runs torch ops."""
-    return _gradients(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
 
 
 @dwconv_layernorm_backward_op.register_fake
