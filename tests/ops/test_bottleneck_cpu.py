@@ -129,3 +129,12 @@ def test_bad_inputs_name_the_argument(index, bad, error, match):
     args[index] = bad(args[index])
     with pytest.raises(error, match=match):
         cpu.bottleneck(*args)
+
+
+def test_double_backward_is_a_clear_error():
+    """The C++ gradients are not differentiable again: asking for it must fail loudly, not give zeros."""
+    leaves = [t.requires_grad_() for t in make_inputs(2, 5, 8)]
+    out = cpu.bottleneck(*leaves)
+    (grad_x,) = torch.autograd.grad(out.square().sum(), leaves[1], create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad_x.sum().backward()

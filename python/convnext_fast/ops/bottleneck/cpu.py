@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .. import _cpu_common
 from .._cpu_common import as_f32_numpy as _f32
@@ -205,6 +206,7 @@ class _EagerBottleneck(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the C++ gradients are not themselves differentiable: a clear error, not zeros
     def backward(ctx, grad_y):
         n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
         grads = _gradients(

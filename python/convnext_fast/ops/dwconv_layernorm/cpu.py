@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .. import _cpu_common
 from .._cpu_common import as_f32_numpy as _f32
@@ -155,6 +156,7 @@ class _EagerDwconvLayerNorm(torch.autograd.Function):
         return _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
 
     @staticmethod
+    @once_differentiable  # the C++ gradients are not themselves differentiable: a clear error, not zeros
     def backward(ctx, grad):
         x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
         return (
