@@ -86,10 +86,24 @@ def _(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, sav
     return torch.empty_like(x), x.new_empty(shape)
 
 
-def _setup_context(ctx, inputs, output):
-    x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, _ = inputs
-    ctx.save_for_backward(n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, output[1])
+def _save(ctx, x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden):
+    """What the backward needs, for the custom op's autograd and the eager Function alike."""
+    ctx.save_for_backward(n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden)
     ctx.x_dtype = x.dtype
+
+
+def _input_grads(ctx, grad_y, gradients) -> tuple:
+    """``(dx, dn, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias, dgamma)`` from what :func:`_save` kept;
+    ``gradients`` is the backward custom op (traced under torch.compile) or its plain kernel call."""
+    n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
+    grads = gradients(
+        grad_y.contiguous(), n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale
+    )
+    return (grad_y.to(ctx.x_dtype), *grads)
+
+
+def _setup_context(ctx, inputs, output):
+    _save(ctx, *inputs[:-1], output[1])
     # hidden is an output only so that it can be saved; without this autograd zero-fills a [B, T, 4C]
     # gradient for it on every backward (it showed up as aten::fill_ in the training profile)
     ctx.set_materialize_grads(False)
@@ -181,11 +195,7 @@ def _(grad_y, n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, samp
 def _backward(ctx, grad_y, _grad_hidden):
     if grad_y is None:  # only hidden was used downstream: it carries no gradient by design
         return (None,) * 9
-    n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
-    grads = bottleneck_backward_op(
-        grad_y.contiguous(), n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale
-    )
-    return (grad_y.to(ctx.x_dtype), *grads, None, None)
+    return (*_input_grads(ctx, grad_y, bottleneck_backward_op), None, None)
 
 
 bottleneck_op.register_autograd(_backward, setup_context=_setup_context)
@@ -201,18 +211,13 @@ class _EagerBottleneck(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):
         y, hidden = _forward(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, True)
-        ctx.save_for_backward(n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden)
-        ctx.x_dtype = x.dtype
+        _save(ctx, x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden)
         return y
 
     @staticmethod
     @once_differentiable  # the C++ gradients are not themselves differentiable: a clear error, not zeros
     def backward(ctx, grad_y):
-        n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale, hidden = ctx.saved_tensors
-        grads = _gradients(
-            grad_y.contiguous(), n, hidden, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale
-        )
-        return (grad_y.to(ctx.x_dtype), *grads, None)
+        return (*_input_grads(ctx, grad_y, _gradients), None)
 
 
 def _composition(x, n, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gamma, sample_scale):

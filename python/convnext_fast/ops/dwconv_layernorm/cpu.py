@@ -63,10 +63,21 @@ def _(x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
     return torch.empty_like(x)
 
 
-def _setup_context(ctx, inputs, output):
-    x, conv_weight, conv_bias, norm_weight, norm_bias, eps = inputs
+def _save(ctx, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
+    """What the backward needs, for the custom op's autograd and the eager Function alike."""
     ctx.save_for_backward(x, conv_weight, conv_bias, norm_weight, norm_bias)
     ctx.eps = eps
+
+
+def _input_grads(ctx, grad, gradients) -> tuple:
+    """``(dx, dconv_weight, dconv_bias, dnorm_weight, dnorm_bias, None)`` from what :func:`_save` kept;
+    ``gradients`` is the backward custom op (traced under torch.compile) or its plain kernel call."""
+    x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
+    return (*gradients(grad.contiguous(), x, conv_weight, conv_bias, norm_weight, norm_bias, ctx.eps), None)
+
+
+def _setup_context(ctx, inputs, output):
+    _save(ctx, *inputs)
 
 
 def _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps, dtype):
@@ -135,11 +146,7 @@ def _(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
 
 
 def _backward(ctx, grad):
-    x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
-    grads = dwconv_layernorm_backward_op(
-        grad.contiguous(), x, conv_weight, conv_bias, norm_weight, norm_bias, ctx.eps
-    )
-    return (*grads, None)
+    return _input_grads(ctx, grad, dwconv_layernorm_backward_op)
 
 
 dwconv_layernorm_op.register_autograd(_backward, setup_context=_setup_context)
@@ -151,18 +158,13 @@ class _EagerDwconvLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
-        ctx.save_for_backward(x, conv_weight, conv_bias, norm_weight, norm_bias)
-        ctx.eps = eps
+        _save(ctx, x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
         return _forward(x, conv_weight, conv_bias, norm_weight, norm_bias, eps)
 
     @staticmethod
     @once_differentiable  # the C++ gradients are not themselves differentiable: a clear error, not zeros
     def backward(ctx, grad):
-        x, conv_weight, conv_bias, norm_weight, norm_bias = ctx.saved_tensors
-        return (
-            *_gradients(grad.contiguous(), x, conv_weight, conv_bias, norm_weight, norm_bias, ctx.eps),
-            None,
-        )
+        return _input_grads(ctx, grad, _gradients)
 
 
 def dwconv_layernorm(
