@@ -16,8 +16,9 @@
 //   packed GEMM, bf16 panels (packed_gemm.cpp)             x      x              x
 //   OpenBLAS GEMMs (blas.h: unpacked weights, backward)    OpenBLAS dispatches on its own
 // The avx2 row loops are the scalar C++ compiled a second time for AVX2+FMA (CNF_ROW_VARIANTS below); the
-// rest of the avx2/avx512 variants are intrinsics (the bf16 panels' avx2 variant widens them to fp32). The column-split
-// threshold of the bottleneck also depends on the level (kernels.cpp, split_columns_min_flops).
+// rest of the avx2/avx512 variants are intrinsics (the bf16 panels' avx2 variant widens them to fp32).
+// The column-split threshold of the bottleneck also depends on the level (kernels.cpp,
+// split_columns_min_flops).
 //
 // How the level is chosen:
 //   1. best_isa(): the CPU's features are read once, at first use (cpuid through __builtin_cpu_supports),

@@ -260,29 +260,38 @@ void packed_gemm_avx512(const float* a, int64_t m, int64_t lda, const PackedWeig
   }
 }
 
-// Rows are cut into tiles of nearly equal height (8 rows → 4 + 4, not 6 + 2): a 2-row tile does
-// 4 FMAs per 4 loads and would run at half speed.
-void packed_gemm_avx2(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
-                      const float* bias, float* c, int64_t ldc) {
-  const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
-  // Panels outermost: one panel (k·16 floats) is read from memory once and reused from L1/L2 by every
-  // row tile, so the weights stream through exactly once per call.
+// The driver of the one-panel AVX2 tiles (fp32, and bf16 widened): panels [p0, p1) of `panels`, each
+// `steps` k steps of one 64-byte line (16 floats, or 16 bf16 pairs), run by table[rows] per row tile.
+// Panels outermost: one panel is read from memory once and reused from L1/L2 by every row tile, so the
+// weights stream through exactly once per call. Rows are cut into tiles of nearly equal height (8 rows →
+// 4 + 4, not 6 + 2): a 2-row tile does 4 FMAs per 4 loads and would run at half speed.
+template <typename Elem, typename TileTable>
+void run_avx2_panels(const TileTable& table, int64_t max_rows, const float* a, int64_t m, int64_t lda,
+                     const Elem* panels, int64_t steps, int64_t n, int64_t p0, int64_t p1, const float* bias,
+                     float* c, int64_t ldc) {
+  constexpr int64_t kPanelElems = kCacheLine / sizeof(Elem);  // one k step of a panel
+  const int64_t tiles = (m + max_rows - 1) / max_rows;
   for (int64_t p = p0; p < p1; ++p) {
-    const float* panel = w.panels.data() + p * w.k * kPanel;
-    const int64_t col0 = p * kPanel, cols = std::min(kPanel, w.n - col0);
+    const Elem* panel = panels + p * steps * kPanelElems;
+    const int64_t col0 = p * kPanel, cols = std::min(kPanel, n - col0);
     const float* panel_bias = bias != nullptr ? bias + col0 : nullptr;
-    // The next panel starts where this one ends: k lines of 64 bytes (16 floats per k step).
-    const char* next = reinterpret_cast<const char*>(panel + w.k * kPanel);
+    // The next panel starts where this one ends: `steps` lines of 64 bytes.
+    const char* next = reinterpret_cast<const char*>(panel + steps * kPanelElems);
     const bool last = p + 1 == p1;
     int64_t r = 0;
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t left = m - r, rows = (left + (tiles - t) - 1) / (tiles - t);
-      const int64_t line0 = t * w.k / tiles, line1 = (t + 1) * w.k / tiles;
-      kTiles[rows](a + r * lda, lda, panel, w.k, panel_bias, c + r * ldc + col0, ldc, cols, next + line0 * kCacheLine,
-                   last ? 0 : line1 - line0);
+      const int64_t line0 = t * steps / tiles, line1 = (t + 1) * steps / tiles;
+      table[rows](a + r * lda, lda, panel, steps, panel_bias, c + r * ldc + col0, ldc, cols, next + line0 * kCacheLine,
+                  last ? 0 : line1 - line0);
       r += rows;
     }
   }
+}
+
+void packed_gemm_avx2(const float* a, int64_t m, int64_t lda, const PackedWeight& w, int64_t p0, int64_t p1,
+                      const float* bias, float* c, int64_t ldc) {
+  run_avx2_panels(kTiles, kMaxRows, a, m, lda, w.panels.data(), w.k, w.n, p0, p1, bias, c, ldc);
 }
 #endif  // CNF_X86_KERNELS
 
@@ -447,26 +456,12 @@ constexpr int64_t kMaxRowsBf16Avx2 = 5;
 constexpr TileBf16Avx2Fn kTilesBf16Avx2[kMaxRowsBf16Avx2 + 1] = {
     nullptr, tile_bf16_avx2<1>, tile_bf16_avx2<2>, tile_bf16_avx2<3>, tile_bf16_avx2<4>, tile_bf16_avx2<5>};
 
-// Same loop order, tiling and spread prefetch as packed_gemm_avx2; a panel is k2 cache lines.
+// `a` holds the bf16-rounded activations with rows 2·k2 long (bf16_rounded); a panel step is one k pair.
 void packed_gemm_bf16_avx2(const float* a, int64_t m, const PackedWeight& w, int64_t p0, int64_t p1,
                            const float* bias, float* c, int64_t ldc) {
-  const int64_t k2 = (w.k + 1) / 2, panel_size = k2 * kPanel * 2, lda = 2 * k2;
-  const int64_t tiles = (m + kMaxRowsBf16Avx2 - 1) / kMaxRowsBf16Avx2;
-  for (int64_t p = p0; p < p1; ++p) {
-    const uint16_t* panel = w.panels_bf16.data() + p * panel_size;
-    const int64_t col0 = p * kPanel, cols = std::min(kPanel, w.n - col0);
-    const float* panel_bias = bias != nullptr ? bias + col0 : nullptr;
-    const char* next = reinterpret_cast<const char*>(panel + panel_size);
-    const bool last = p + 1 == p1;
-    int64_t r = 0;
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t left = m - r, rows = (left + (tiles - t) - 1) / (tiles - t);
-      const int64_t line0 = t * k2 / tiles, line1 = (t + 1) * k2 / tiles;
-      kTilesBf16Avx2[rows](a + r * lda, lda, panel, k2, panel_bias, c + r * ldc + col0, ldc, cols,
-                           next + line0 * kCacheLine, last ? 0 : line1 - line0);
-      r += rows;
-    }
-  }
+  const int64_t k2 = (w.k + 1) / 2;
+  run_avx2_panels(kTilesBf16Avx2, kMaxRowsBf16Avx2, a, m, 2 * k2, w.panels_bf16.data(), k2, w.n, p0, p1, bias, c,
+                  ldc);
 }
 #endif  // CNF_X86_KERNELS
 
