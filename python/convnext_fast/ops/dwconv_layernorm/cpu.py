@@ -117,8 +117,7 @@ def _gradients(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps):
     """The backward kernel call behind both the custom op and the eager path."""
     out_dtypes = (x.dtype, conv_weight.dtype, conv_bias.dtype, norm_weight.dtype, norm_bias.dtype)
     if x.dtype == torch.float64:
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        grads = _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps, dtype)
+        grads = _backward_torch(grad, x, conv_weight, conv_bias, norm_weight, norm_bias, eps, torch.float64)
         return tuple(g.to(dt) for g, dt in zip(grads, out_dtypes, strict=True))
     c = x.shape[-1]
     grads = (
